@@ -1,0 +1,197 @@
+/*
+ * dm-cat - print a dm stream as JSON lines, for people reading a teed stream.
+ * The stream is checked as it is read: a damaged stream prints what could be
+ * read, then fails.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "stream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: dm-cat [-q] [-v] [FILE]\n"
+    "\n"
+    "Prints a dm stream (dm-stream(5)) as JSON lines: the header, one line per\n"
+    "row, the trailer. FILE defaults to standard input.\n";
+
+static void
+usage(void)
+{
+	fputs("usage: dm-cat [-q] [-v] [FILE]\n", stderr);
+	exit(DM_EXIT_USAGE);
+}
+
+static void
+json_string(FILE *out, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	putc('"', out);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		switch (c) {
+		case '"': fputs("\\\"", out); break;
+		case '\\': fputs("\\\\", out); break;
+		case '\n': fputs("\\n", out); break;
+		case '\r': fputs("\\r", out); break;
+		case '\t': fputs("\\t", out); break;
+		default:
+			if (c < 0x20 || c == 0x7f)
+				fprintf(out, "\\u00%c%c", hex[c >> 4], hex[c & 15]);
+			else
+				putc(c, out);
+		}
+	}
+	putc('"', out);
+}
+
+static void
+json_cstr_or_null(FILE *out, const char *s)
+{
+	if (s == NULL)
+		fputs("null", out);
+	else
+		json_string(out, s, strlen(s));
+}
+
+static void
+json_value(FILE *out, const dm_value *v)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	switch (v->kind) {
+	case DM_NULL:
+		fputs("null", out);
+		break;
+	case DM_TEXT:
+		json_string(out, v->ptr, v->len);
+		break;
+	default:
+		fputs("{\"bytea\":\"", out);
+		for (uint32_t i = 0; i < v->len; i++) {
+			unsigned char c = (unsigned char)v->ptr[i];
+			putc(hex[c >> 4], out);
+			putc(hex[c & 15], out);
+		}
+		fputs("\"}", out);
+	}
+}
+
+static void
+json_values(FILE *out, const dm_value *vals, size_t n)
+{
+	putc('[', out);
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			putc(',', out);
+		json_value(out, &vals[i]);
+	}
+	putc(']', out);
+}
+
+static void
+print_header(FILE *out, const dms_header *h)
+{
+	fprintf(out, "{\"dm\":\"stream\",\"version\":%d,\"kind\":\"%s\",\"entity\":",
+	    h->version, dms_kind_name(h->kind));
+	json_cstr_or_null(out, h->entity);
+	fputs(",\"table\":", out);
+	json_cstr_or_null(out, h->table);
+	fputs(",\"columns\":[", out);
+	for (size_t i = 0; i < h->ncols; i++) {
+		fputs(i ? ",{\"name\":" : "{\"name\":", out);
+		json_cstr_or_null(out, h->cols[i].name);
+		fputs(",\"type\":", out);
+		json_cstr_or_null(out, h->cols[i].type);
+		putc('}', out);
+	}
+	fputs("],\"key\":[", out);
+	for (size_t i = 0; i < h->nkey; i++)
+		fprintf(out, "%s%zu", i ? "," : "", h->key[i]);
+	fputs("],\"since\":", out);
+	json_cstr_or_null(out, h->since);
+	fputs(",\"change_column\":", out);
+	json_cstr_or_null(out, h->change_column);
+	fputs("}\n", out);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const char *const ops[] = { "insert", "update", "delete" };
+	const char *path = NULL;
+	FILE *in = stdin;
+	dms_reader r;
+	int opened = 0, rc = DM_EXIT_STREAM;
+
+	dm_prog = "dm-cat";
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		dm_std_option(a, usage_text);
+		if (strcmp(a, "-q") == 0)
+			dm_verbosity = 0;
+		else if (strcmp(a, "-v") == 0)
+			dm_verbosity = 2;
+		else if (strcmp(a, "--") == 0 && i + 2 == argc)
+			path = argv[++i];
+		else if (a[0] == '-' && a[1] != '\0')
+			usage();
+		else if (path == NULL)
+			path = a;
+		else
+			usage();
+	}
+	/* Like cat(1): `dm-cat stream | head` ends quietly by SIGPIPE. */
+	if (path != NULL && strcmp(path, "-") != 0) {
+		in = fopen(path, "rb");
+		if (in == NULL) {
+			dm_err("cannot open %s: %s", path, strerror(errno));
+			return DM_EXIT_FAIL;
+		}
+	} else {
+		path = "standard input";
+	}
+	if (dms_reader_open(&r, in, path) != 0)
+		goto out;
+	opened = 1;
+	print_header(stdout, &r.hdr);
+	int got;
+	while ((got = dms_reader_next(&r)) > 0) {
+		if (r.hdr.kind == DMS_CHANGES) {
+			fprintf(stdout, "{\"op\":\"%s\",\"%s\":", ops[r.op], r.op == DMS_OP_DELETE ? "key" : "row");
+			json_values(stdout, r.vals, r.nvals);
+			fputs("}\n", stdout);
+		} else if (r.hdr.kind == DMS_HASHES) {
+			putc('[', stdout);
+			for (size_t i = 0; i < r.hdr.nkey; i++) {
+				json_value(stdout, &r.vals[i]);
+				putc(',', stdout);
+			}
+			fputs("{\"hash\":\"", stdout);
+			for (size_t i = 0; i < DMS_HASH_LEN; i++)
+				fprintf(stdout, "%02x", r.hash[i]);
+			fputs("\"}]\n", stdout);
+		} else {
+			json_values(stdout, r.vals, r.nvals);
+			putc('\n', stdout);
+		}
+		if (ferror(stdout))
+			break;
+	}
+	if (got == 0) {
+		fprintf(stdout, "{\"end\":true,\"rows\":%llu,\"watermark\":", (unsigned long long)r.trailer.rows);
+		json_cstr_or_null(stdout, r.trailer.watermark);
+		fputs("}\n", stdout);
+		rc = DM_EXIT_OK;
+	}
+out:
+	if (dm_close_output(stdout, "standard output") < 0 && rc == DM_EXIT_OK)
+		rc = DM_EXIT_FAIL;
+	if (opened)
+		dms_reader_free(&r);
+	if (in != stdin)
+		fclose(in);
+	return rc;
+}

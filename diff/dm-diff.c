@@ -1,0 +1,282 @@
+/*
+ * dm-diff - merge a source row stream with a destination row or hash stream,
+ * both ordered by key, into a change stream. Constant memory: one row of each
+ * side is held at a time.
+ *
+ * Safety rule: a destination key is called deleted only once the source has
+ * shown a larger key or a verified trailer. A truncated source can therefore
+ * never cause a delete beyond what it covered, and a change stream gets its
+ * own trailer only when both inputs were verified to the end.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "stream.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SAMPLE_KEYS 5
+
+static const char usage_text[] =
+    "usage: dm-diff [--delete] [--check] [--entity NAME] [-q] [-v] SOURCE DEST\n"
+    "\n"
+    "Compares two key-ordered dm streams and writes a change stream of inserts,\n"
+    "updates and (with --delete) deletes on standard output. SOURCE is a rows\n"
+    "stream; DEST a rows or hashes stream. A file name, or - for standard input.\n"
+    "\n"
+    "  --delete       emit deletes for keys only in DEST\n"
+    "  --check        write no stream; report differences, exit 4 if any\n"
+    "  --entity NAME  name used in messages (default: SOURCE's entity)\n"
+    "  -q, -v         quieter, more verbose\n"
+    "  --help, --version\n";
+
+static void
+usage(void)
+{
+	fputs("usage: dm-diff [--delete] [--check] [-q] [-v] SOURCE DEST\n", stderr);
+	exit(DM_EXIT_USAGE);
+}
+
+static FILE *
+open_input(const char *path, const char **name)
+{
+	if (strcmp(path, "-") == 0) {
+		*name = "standard input";
+		return stdin;
+	}
+	*name = path;
+	FILE *fp = fopen(path, "rb");
+	if (fp == NULL)
+		dm_err("cannot open %s: %s", path, strerror(errno));
+	return fp;
+}
+
+/* Both sides must describe the same row, or their hashes mean different things. */
+static int
+same_shape(const dms_header *a, const dms_header *b)
+{
+	if (a->ncols != b->ncols) {
+		dm_err("column mismatch: source has %zu columns, destination %zu (extract the destination with --columns)",
+		    a->ncols, b->ncols);
+		return 0;
+	}
+	for (size_t i = 0; i < a->ncols; i++) {
+		if (strcmp(a->cols[i].name, b->cols[i].name) != 0) {
+			dm_err("column mismatch: column %zu is \"%s\" in the source, \"%s\" in the destination",
+			    i + 1, a->cols[i].name, b->cols[i].name);
+			return 0;
+		}
+		if (strcmp(a->cols[i].type, b->cols[i].type) != 0)
+			dm_debug("column \"%s\" is %s in the source, %s in the destination: compared as text",
+			    a->cols[i].name, a->cols[i].type, b->cols[i].type);
+	}
+	if (a->nkey != b->nkey || memcmp(a->key, b->key, a->nkey * sizeof *a->key) != 0) {
+		dm_err("column mismatch: the two streams have different keys");
+		return 0;
+	}
+	for (size_t i = 0; i < a->nkey; i++)
+		if (a->keyclass[i] != b->keyclass[i]) {
+			dm_err("column mismatch: key column \"%s\" sorts as %s in one stream and %s in the other",
+			    a->cols[a->key[i]].name, a->cols[a->key[i]].type, b->cols[b->key[i]].type);
+			return 0;
+		}
+	return 1;
+}
+
+typedef struct sample {
+	dm_buf text;
+	unsigned n;
+} sample;
+
+static void
+sample_add(sample *s, const dm_value *keys, size_t nkey)
+{
+	if (s->n++ >= SAMPLE_KEYS)
+		return;
+	if (s->text.len)
+		dm_buf_putc(&s->text, ' ');
+	dms_key_text(&s->text, keys, nkey);
+}
+
+int
+main(int argc, char **argv)
+{
+	int do_delete = 0, check = 0;
+	const char *entity = NULL;
+	int rc = DM_EXIT_FAIL;
+	FILE *fa = NULL, *fb = NULL;
+	dms_reader a, b;
+	int a_open = 0, b_open = 0, w_open = 0;
+	dms_writer w;
+	dms_header out;
+	dm_buf scratch = { 0 };
+	sample samples[3] = { { { 0 }, 0 }, { { 0 }, 0 }, { { 0 }, 0 } };
+	uint64_t n_ins = 0, n_upd = 0, n_del = 0, n_same = 0, n_extra = 0;
+
+	dm_prog = "dm-diff";
+	dms_header_init(&out);
+	if (argc > 1)
+		dm_std_option(argv[1], usage_text);
+	enum { O_DELETE = 256, O_CHECK, O_ENTITY };
+	static const struct option opts[] = {
+		{ "delete", no_argument, NULL, O_DELETE },
+		{ "check", no_argument, NULL, O_CHECK },
+		{ "entity", required_argument, NULL, O_ENTITY },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "qv", opts, NULL)) != -1) {
+		switch (ch) {
+		case O_DELETE: do_delete = 1; break;
+		case O_CHECK: check = 1; break;
+		case O_ENTITY: entity = optarg; break;
+		case 'h': dm_std_option("--help", usage_text); break;
+		case 'V': dm_std_option("--version", usage_text); break;
+		case 'q': dm_verbosity = 0; break;
+		case 'v': dm_verbosity = 2; break;
+		default: usage();
+		}
+	}
+	if (argc - optind != 2)
+		usage();
+	if (strcmp(argv[optind], "-") == 0 && strcmp(argv[optind + 1], "-") == 0) {
+		dm_err("only one of SOURCE and DEST can be standard input");
+		return DM_EXIT_USAGE;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	dm_subject = entity;
+
+	const char *na, *nb;
+	if ((fa = open_input(argv[optind], &na)) == NULL || (fb = open_input(argv[optind + 1], &nb)) == NULL)
+		goto out;
+	rc = DM_EXIT_STREAM;
+	if (dms_reader_open(&a, fa, na) != 0)
+		goto out;
+	a_open = 1;
+	if (dm_subject == NULL)
+		dm_subject = a.hdr.entity;
+	if (dms_reader_open(&b, fb, nb) != 0)
+		goto out;
+	b_open = 1;
+	if (a.hdr.kind != DMS_ROWS && !(check && a.hdr.kind == DMS_HASHES)) {
+		dm_err("%s: SOURCE must be a rows stream (from dm-extract without --hashes), not %s",
+		    na, dms_kind_name(a.hdr.kind));
+		goto out;
+	}
+	if (b.hdr.kind == DMS_CHANGES) {
+		dm_err("%s: DEST must be a rows or hashes stream, not changes", nb);
+		goto out;
+	}
+	rc = DM_EXIT_FAIL;
+	if (!same_shape(&a.hdr, &b.hdr))
+		goto out;
+	rc = DM_EXIT_STREAM;
+
+	if (!check) {
+		static char outbuf[1 << 20];
+		setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+		dms_header_copy(&out, &a.hdr);
+		out.kind = DMS_CHANGES;
+		dms_writer_open(&w, stdout, &out);
+		w_open = 1;
+	}
+
+	const dms_keyclass *cls = a.hdr.keyclass;
+	size_t nkey = a.hdr.nkey;
+	unsigned char ha[DMS_HASH_LEN], hb[DMS_HASH_LEN];
+	int ga = dms_reader_next(&a);
+	int gb = ga < 0 ? 0 : dms_reader_next(&b);
+	while (ga >= 0 && gb >= 0 && (ga > 0 || gb > 0)) {
+		int c;
+		if (ga > 0 && gb > 0)
+			c = dms_key_cmp(cls, nkey, a.keys, b.keys);
+		else
+			c = ga > 0 ? -1 : 1;	/* the other side ended with a verified trailer */
+		if (c < 0) {
+			n_ins++;
+			if (check)
+				sample_add(&samples[0], a.keys, nkey);
+			else
+				dms_writer_row(&w, DMS_OP_INSERT, a.vals, a.nvals);
+			ga = dms_reader_next(&a);
+		} else if (c > 0) {
+			if (do_delete || check) {
+				n_del++;
+				if (check)
+					sample_add(&samples[2], b.keys, nkey);
+				else
+					dms_writer_row(&w, DMS_OP_DELETE, b.keys, nkey);
+			} else {
+				n_extra++;
+			}
+			gb = dms_reader_next(&b);
+		} else {
+			const unsigned char *pa = a.hash, *pb = b.hash;
+			if (pa == NULL) {
+				dms_row_hash(a.vals, a.nvals, &scratch, ha);
+				pa = ha;
+			}
+			if (pb == NULL) {
+				dms_row_hash(b.vals, b.nvals, &scratch, hb);
+				pb = hb;
+			}
+			if (memcmp(pa, pb, DMS_HASH_LEN) != 0) {
+				n_upd++;
+				if (check)
+					sample_add(&samples[1], a.keys, nkey);
+				else
+					dms_writer_row(&w, DMS_OP_UPDATE, a.vals, a.nvals);
+			} else {
+				n_same++;
+			}
+			ga = dms_reader_next(&a);
+			if (ga >= 0)
+				gb = dms_reader_next(&b);
+		}
+		if (!check && ferror(stdout)) {
+			dm_err("cannot write stream: %s", strerror(errno ? errno : EIO));
+			rc = DM_EXIT_FAIL;
+			goto out;
+		}
+	}
+	if (ga < 0 || gb < 0)
+		goto out;	/* no trailer: whatever was written cannot be trusted downstream */
+	if (!check) {
+		if (dms_writer_finish(&w, a.trailer.watermark) < 0 || dm_close_output(stdout, "stream") < 0) {
+			rc = DM_EXIT_FAIL;
+			goto out;
+		}
+	}
+	dm_info("insert=%llu update=%llu delete=%llu unchanged=%llu%s",
+	    (unsigned long long)n_ins, (unsigned long long)n_upd, (unsigned long long)n_del,
+	    (unsigned long long)n_same, n_extra ? dm_xasprintf(" extra=%llu", (unsigned long long)n_extra) : "");
+	if (check) {
+		static const char *const what[] = { "only in source", "different", "only in destination" };
+		for (int i = 0; i < 3; i++)
+			if (samples[i].n)
+				dm_err("%u %s, e.g. %s", samples[i].n, what[i], dm_buf_cstr(&samples[i].text));
+		rc = n_ins || n_upd || n_del ? DM_EXIT_DIFF : DM_EXIT_OK;
+		goto out;
+	}
+	rc = DM_EXIT_OK;
+out:
+	if (w_open)
+		dms_writer_free(&w);
+	if (a_open)
+		dms_reader_free(&a);
+	if (b_open)
+		dms_reader_free(&b);
+	if (fa && fa != stdin)
+		fclose(fa);
+	if (fb && fb != stdin)
+		fclose(fb);
+	dms_header_free(&out);
+	dm_buf_free(&scratch);
+	for (int i = 0; i < 3; i++)
+		dm_buf_free(&samples[i].text);
+	return rc;
+}

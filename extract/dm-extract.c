@@ -1,0 +1,328 @@
+/*
+ * dm-extract - read one table as a dm row stream, ordered by primary key.
+ *
+ * One REPEATABLE READ, READ ONLY transaction and one COPY: memory stays flat
+ * whatever the table's size, and every row comes from the same snapshot.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "copytext.h"
+#include "pg.h"
+#include "stream.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: dm-extract (--db CONNINFO | --db-env VAR) --table SCHEMA.TABLE [--entity NAME]\n"
+    "                  [--columns COL,...] [--since VALUE [--overlap INTERVAL]]\n"
+    "                  [--change-column COL] [--hashes] [--snapshot ID] [-q] [-v]\n"
+    "\n"
+    "Writes the table as a dm row stream (dm-stream(5)) on standard output,\n"
+    "ordered by primary key, read in one snapshot.\n"
+    "\n"
+    "  --db CONNINFO        libpq connection string or URI\n"
+    "  --db-env VAR         read the connection string from environment variable VAR\n"
+    "  --table SCHEMA.TABLE the table to read\n"
+    "  --entity NAME        entity name recorded in the stream (default SCHEMA.TABLE)\n"
+    "  --columns LIST       comma-separated columns, in this order (default: all but generated)\n"
+    "  --since VALUE        only rows whose change column is at or after VALUE\n"
+    "  --overlap INTERVAL   with --since on a date/time column: go back INTERVAL further\n"
+    "  --change-column COL  the change column (default: updated_at or last_update)\n"
+    "  --hashes             key and row hash only, for the destination side of dm-diff\n"
+    "  --snapshot ID        read in a snapshot exported by pg_export_snapshot()\n"
+    "  -q, -v               quieter, more verbose\n"
+    "  --help, --version\n";
+
+static void
+usage(void)
+{
+	fputs("usage: dm-extract (--db CONNINFO | --db-env VAR) --table SCHEMA.TABLE [--since VALUE] [--hashes] ...\n", stderr);
+	exit(DM_EXIT_USAGE);
+}
+
+/* Picks the columns to read: a comma list, or every stored column. Returns count or -1. */
+static int
+choose_columns(const dmpg_table *t, const char *list, size_t **out)
+{
+	size_t *idx = dm_xcalloc(t->ncols, sizeof *idx);
+	size_t n = 0;
+
+	if (list == NULL) {
+		for (size_t i = 0; i < t->ncols; i++)
+			if (!t->cols[i].generated)
+				idx[n++] = i;
+		*out = idx;
+		return (int)n;
+	}
+	char *copy = dm_xstrdup(list), *save = NULL;
+	for (char *name = strtok_r(copy, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+		int c = dmpg_table_column(t, name);
+		if (c < 0) {
+			dm_err("column mismatch: table %s.%s has no column \"%s\"", t->schema, t->name, name);
+			goto fail;
+		}
+		for (size_t k = 0; k < n; k++)
+			if (idx[k] == (size_t)c) {
+				dm_err("column \"%s\" named twice in --columns", name);
+				goto fail;
+			}
+		if (n == t->ncols)
+			goto fail;
+		idx[n++] = (size_t)c;
+	}
+	free(copy);
+	*out = idx;
+	return (int)n;
+fail:
+	free(copy);
+	free(idx);
+	return -1;
+}
+
+static int
+is_time_type(const char *type)
+{
+	return strncmp(type, "timestamp", 9) == 0 || strcmp(type, "date") == 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *db = NULL, *db_env = NULL, *table_arg = NULL, *entity = NULL;
+	const char *since = NULL, *overlap = NULL, *change_opt = NULL, *snapshot = NULL;
+	const char *columns_opt = NULL;
+	int hashes = 0;
+	int rc = DM_EXIT_FAIL;
+	PGconn *conn = NULL;
+	dmpg_table t = { 0 };
+	dms_header h;
+	dms_writer w;
+	int writer_open = 0;
+	size_t *colidx = NULL;
+	int *is_bin = NULL;
+	dm_value *vals = NULL, *outvals = NULL;
+	dm_buf sql = { 0 }, store = { 0 }, scratch = { 0 }, watermark = { 0 };
+	char *schema = NULL, *name = NULL;
+	int have_watermark = 0;
+
+	dm_prog = "dm-extract";
+	dms_header_init(&h);
+	if (argc > 1)
+		dm_std_option(argv[1], usage_text);
+
+	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_SINCE, O_OVERLAP, O_CHANGE, O_HASHES, O_SNAP, O_COLS };
+	static const struct option opts[] = {
+		{ "db", required_argument, NULL, O_DB },
+		{ "db-env", required_argument, NULL, O_DBENV },
+		{ "table", required_argument, NULL, O_TABLE },
+		{ "entity", required_argument, NULL, O_ENTITY },
+		{ "since", required_argument, NULL, O_SINCE },
+		{ "overlap", required_argument, NULL, O_OVERLAP },
+		{ "change-column", required_argument, NULL, O_CHANGE },
+		{ "hashes", no_argument, NULL, O_HASHES },
+		{ "snapshot", required_argument, NULL, O_SNAP },
+		{ "columns", required_argument, NULL, O_COLS },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "qv", opts, NULL)) != -1) {
+		switch (ch) {
+		case O_DB: db = optarg; break;
+		case O_DBENV: db_env = optarg; break;
+		case O_TABLE: table_arg = optarg; break;
+		case O_ENTITY: entity = optarg; break;
+		case O_SINCE: since = optarg; break;
+		case O_OVERLAP: overlap = optarg; break;
+		case O_CHANGE: change_opt = optarg; break;
+		case O_HASHES: hashes = 1; break;
+		case O_SNAP: snapshot = optarg; break;
+		case O_COLS: columns_opt = optarg; break;
+		case 'h': dm_std_option("--help", usage_text); break;
+		case 'V': dm_std_option("--version", usage_text); break;
+		case 'q': dm_verbosity = 0; break;
+		case 'v': dm_verbosity = 2; break;
+		default: usage();
+		}
+	}
+	if (optind != argc || table_arg == NULL)
+		usage();
+	if (overlap != NULL && since == NULL)
+		usage();
+	if (dm_split_table(table_arg, &schema, &name) < 0) {
+		dm_err("--table %s: expected SCHEMA.TABLE", table_arg);
+		return DM_EXIT_USAGE;
+	}
+	dm_subject = entity ? entity : table_arg;
+	const char *conninfo = dm_conninfo(db, db_env);
+	if (conninfo == NULL)
+		return DM_EXIT_USAGE;
+	/* A closed pipe must be an error we report, not a silent death. */
+	signal(SIGPIPE, SIG_IGN);
+
+	conn = dmpg_connect(conninfo, "database");
+	if (conn == NULL)
+		goto out;
+	if (dmpg_begin(conn, "ISOLATION LEVEL REPEATABLE READ, READ ONLY", snapshot) < 0)
+		goto out;
+	if (dmpg_table_load(conn, schema, name, 1, &t) < 0)
+		goto out;
+
+	int ncols = choose_columns(&t, columns_opt, &colidx);
+	if (ncols <= 0)
+		goto out;
+	int change = -1;
+	if (change_opt != NULL) {
+		change = dmpg_table_column(&t, change_opt);
+		if (change < 0) {
+			dm_err("column mismatch: no change column \"%s\"", change_opt);
+			goto out;
+		}
+	} else {
+		change = t.change_col;
+	}
+	if (since != NULL && change < 0) {
+		dm_err("--since needs a change column: the table has no updated_at or last_update (use --change-column)");
+		goto out;
+	}
+
+	h.kind = hashes ? DMS_HASHES : DMS_ROWS;
+	h.entity = dm_xstrdup(dm_subject);
+	h.table = dm_xasprintf("%s.%s", schema, name);
+	h.ncols = (size_t)ncols;
+	h.cols = dm_xcalloc(h.ncols, sizeof *h.cols);
+	is_bin = dm_xcalloc(h.ncols, sizeof *is_bin);
+	int change_pos = -1;
+	for (size_t i = 0; i < h.ncols; i++) {
+		const dmpg_column *c = &t.cols[colidx[i]];
+		h.cols[i].name = dm_xstrdup(c->name);
+		h.cols[i].type = dm_xstrdup(c->type);
+		is_bin[i] = c->is_bytea;
+		if ((int)colidx[i] == change)
+			change_pos = (int)i;
+	}
+	h.nkey = t.nkey;
+	h.key = dm_xcalloc(h.nkey, sizeof *h.key);
+	for (size_t k = 0; k < t.nkey; k++) {
+		size_t pos = h.ncols;
+		for (size_t i = 0; i < h.ncols; i++)
+			if (colidx[i] == t.key[k])
+				pos = i;
+		if (pos == h.ncols) {
+			dm_err("--columns must include the key column \"%s\"", t.cols[t.key[k]].name);
+			goto out;
+		}
+		h.key[k] = pos;
+	}
+	dms_header_classify(&h);
+	h.since = since ? dm_xstrdup(since) : NULL;
+	h.change_column = change >= 0 ? dm_xstrdup(t.cols[change].name) : NULL;
+
+	/* Build the query; identifiers are quoted by libpq, the --since value travels as a parameter. */
+	dm_buf_puts(&sql, "COPY (SELECT ");
+	for (size_t i = 0; i < h.ncols; i++) {
+		char *q = dmpg_ident(conn, h.cols[i].name);
+		dm_buf_printf(&sql, "%s%s", i ? ", " : "", q);
+		free(q);
+	}
+	dm_buf_printf(&sql, " FROM %s%s", t.relkind == 'r' ? "ONLY " : "", t.qualified);
+	if (since != NULL) {
+		const char *params[2] = { since, overlap ? overlap : "0" };
+		if (dmpg_run_params(conn, "SELECT pg_catalog.set_config('dm.since', $1, true),"
+		    " pg_catalog.set_config('dm.overlap', $2, true)", 2, params) < 0)
+			goto out;
+		char *q = dmpg_ident(conn, t.cols[change].name);
+		const char *type = t.cols[change].type;
+		if (overlap != NULL && is_time_type(type))
+			dm_buf_printf(&sql, " WHERE %s >= pg_catalog.current_setting('dm.since')::%s"
+			    " - pg_catalog.current_setting('dm.overlap')::pg_catalog.interval", q, type);
+		else
+			dm_buf_printf(&sql, " WHERE %s >= pg_catalog.current_setting('dm.since')::%s", q, type);
+		free(q);
+	}
+	dm_buf_puts(&sql, " ORDER BY ");
+	for (size_t k = 0; k < h.nkey; k++) {
+		char *q = dmpg_ident(conn, h.cols[h.key[k]].name);
+		if (h.keyclass[k] == DMS_KEY_INT)
+			dm_buf_printf(&sql, "%s%s", k ? ", " : "", q);
+		else
+			dm_buf_printf(&sql, "%s(%s)::pg_catalog.text COLLATE pg_catalog.\"C\"", k ? ", " : "", q);
+		free(q);
+	}
+	dm_buf_puts(&sql, ") TO STDOUT");
+	if (dmpg_copy_out_start(conn, dm_buf_cstr(&sql)) < 0)
+		goto out;
+
+	static char outbuf[1 << 20];
+	setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+	dms_writer_open(&w, stdout, &h);
+	writer_open = 1;
+	vals = dm_xcalloc(h.ncols, sizeof *vals);
+	outvals = dm_xcalloc(h.nkey + 1, sizeof *outvals);
+	unsigned char hash[DMS_HASH_LEN];
+	dms_keyclass change_class = change >= 0 ? dms_type_keyclass(t.cols[change].type) : DMS_KEY_BYTES;
+	for (;;) {
+		char *line = NULL;
+		int n = dmpg_copy_out_row(conn, &line);
+		if (n == -1)
+			break;
+		if (n < 0)
+			goto out;
+		int bad = dmcopy_parse(line, (size_t)n, h.ncols, is_bin, &store, vals);
+		dmpg_freemem(line);
+		if (bad)
+			goto out;
+		if (change_pos >= 0 && vals[change_pos].kind != DM_NULL) {
+			dm_value cur = { watermark.data, (uint32_t)watermark.len, DM_TEXT };
+			if (!have_watermark || dms_key_cmp(&change_class, 1, &cur, &vals[change_pos]) < 0) {
+				watermark.len = 0;
+				dm_buf_append(&watermark, vals[change_pos].ptr, vals[change_pos].len);
+				have_watermark = 1;
+			}
+		}
+		if (hashes) {
+			for (size_t k = 0; k < h.nkey; k++)
+				outvals[k] = vals[h.key[k]];
+			dms_row_hash(vals, h.ncols, &scratch, hash);
+			outvals[h.nkey].kind = DM_BIN;
+			outvals[h.nkey].ptr = (const char *)hash;
+			outvals[h.nkey].len = DMS_HASH_LEN;
+			dms_writer_row(&w, DMS_OP_NONE, outvals, h.nkey + 1);
+		} else {
+			dms_writer_row(&w, DMS_OP_NONE, vals, h.ncols);
+		}
+		if (ferror(stdout)) {
+			dm_err("cannot write stream: standard output failed (closed pipe?)");
+			goto out;
+		}
+	}
+	if (dmpg_commit(conn) < 0)
+		goto out;
+	/* The trailer goes out only once the whole snapshot was read: readers trust nothing less. */
+	if (dms_writer_finish(&w, have_watermark ? dm_buf_cstr(&watermark) : NULL) < 0)
+		goto out;
+	if (dm_close_output(stdout, "stream") < 0)
+		goto out;
+	dm_debug("%llu rows", (unsigned long long)w.rows);
+	rc = DM_EXIT_OK;
+out:
+	if (writer_open)
+		dms_writer_free(&w);
+	dmpg_finish(conn);
+	dmpg_table_free(&t);
+	dms_header_free(&h);
+	free(colidx);
+	free(is_bin);
+	free(vals);
+	free(outvals);
+	free(schema);
+	free(name);
+	dm_buf_free(&sql);
+	dm_buf_free(&store);
+	dm_buf_free(&scratch);
+	dm_buf_free(&watermark);
+	return rc;
+}

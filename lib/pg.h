@@ -1,0 +1,90 @@
+/*
+ * pg.h - every libpq call dm makes lives behind this interface. Errors are
+ * printed once, here, where they happen; callers only see failure and return.
+ */
+#ifndef DM_PG_H
+#define DM_PG_H
+
+#include "dm.h"
+
+#include <libpq-fe.h>
+
+/* One column of a table as the catalog describes it. */
+typedef struct dmpg_column {
+	char *name;
+	char *type;		/* format_type(), schema-qualified where needed */
+	int is_bytea;		/* bytea or a domain over it: travels as binary */
+	int generated;		/* GENERATED ALWAYS AS (...) STORED: never written */
+	int identity_always;	/* needs OVERRIDING SYSTEM VALUE */
+	int not_null;
+	int has_default;
+} dmpg_column;
+
+/* A table: its columns in attnum order and its primary key. Owned; dmpg_table_free. */
+typedef struct dmpg_table {
+	char *schema;
+	char *name;
+	char *qualified;	/* "schema"."table", quoted */
+	char relkind;		/* 'r' or 'p' */
+	size_t ncols;
+	dmpg_column *cols;
+	size_t nkey;
+	size_t *key;		/* indexes into cols */
+	int change_col;		/* index of updated_at or last_update, or -1 */
+} dmpg_table;
+
+/* Connects; role names the side ("source", "destination") for the error message. */
+PGconn *dmpg_connect(const char *conninfo, const char *role);
+/* Accepts NULL. */
+void dmpg_finish(PGconn *conn);
+
+/* Runs SQL that returns no rows or some rows; NULL after printing the server's error. */
+PGresult *dmpg_exec(PGconn *conn, const char *sql);
+/* Same with text parameters $1..$n (values never spliced into SQL). */
+PGresult *dmpg_exec_params(PGconn *conn, const char *sql, int n, const char *const *values);
+/* dmpg_exec + PQclear; 0 or -1. */
+int dmpg_run(PGconn *conn, const char *sql);
+int dmpg_run_params(PGconn *conn, const char *sql, int n, const char *const *values);
+/* Accepts NULL. */
+void dmpg_clear(PGresult *res);
+
+/* The SQLSTATE of the last error dmpg saw on this process, or "" . */
+const char *dmpg_last_sqlstate(void);
+
+/*
+ * Starts a transaction and pins the session settings that make text output
+ * canonical (dm-stream(5)). Settings are transaction-local so nothing
+ * outlives the transaction: PgBouncer in transaction mode stays safe.
+ * isolation is e.g. "ISOLATION LEVEL REPEATABLE READ, READ ONLY" or "";
+ * snapshot, when not NULL, is an id from pg_export_snapshot() to read in.
+ */
+int dmpg_begin(PGconn *conn, const char *isolation, const char *snapshot);
+int dmpg_commit(PGconn *conn);
+/* Rolls back, ignoring errors: used on the way out of a failure. */
+void dmpg_rollback(PGconn *conn);
+
+/* Quotes an identifier; returns a malloc'd string owned by the caller. */
+char *dmpg_ident(PGconn *conn, const char *name);
+
+/* Reads a table's description; 0, or -1 after printing why (unknown table, no key). */
+int dmpg_table_load(PGconn *conn, const char *schema, const char *name, int need_key, dmpg_table *t);
+void dmpg_table_free(dmpg_table *t);
+/* Index of the column called name, or -1. */
+int dmpg_table_column(const dmpg_table *t, const char *name);
+
+/* COPY ... TO STDOUT. */
+int dmpg_copy_out_start(PGconn *conn, const char *sql);
+/*
+ * Next COPY row into *row (free with dmpg_freemem). Returns its length,
+ * -1 at the end (the COPY's result checked), -2 after printing an error.
+ */
+int dmpg_copy_out_row(PGconn *conn, char **row);
+void dmpg_freemem(void *p);
+
+/* COPY ... FROM STDIN. */
+int dmpg_copy_in_start(PGconn *conn, const char *sql);
+int dmpg_copy_in_put(PGconn *conn, const char *data, size_t len);
+/* Ends the COPY; with abort_reason it is cancelled. 0 or -1. */
+int dmpg_copy_in_end(PGconn *conn, const char *abort_reason);
+
+#endif

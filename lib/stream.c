@@ -1,0 +1,731 @@
+/* stream.c - writer and reader of dm-stream(5). */
+#define _POSIX_C_SOURCE 200809L
+#include "stream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DMS_READ_CHUNK (256 * 1024)
+
+void
+dms_header_init(dms_header *h)
+{
+	memset(h, 0, sizeof *h);
+	h->version = DMS_VERSION;
+}
+
+void
+dms_header_free(dms_header *h)
+{
+	if (h == NULL)
+		return;
+	free(h->entity);
+	free(h->table);
+	for (size_t i = 0; i < h->ncols; i++) {
+		free(h->cols[i].name);
+		free(h->cols[i].type);
+	}
+	free(h->cols);
+	free(h->key);
+	free(h->keyclass);
+	free(h->since);
+	free(h->change_column);
+	dms_header_init(h);
+}
+
+static char *
+dms_dup_or_null(const char *s)
+{
+	return s ? dm_xstrdup(s) : NULL;
+}
+
+void
+dms_header_copy(dms_header *dst, const dms_header *src)
+{
+	dms_header_init(dst);
+	dst->version = src->version;
+	dst->kind = src->kind;
+	dst->entity = dms_dup_or_null(src->entity);
+	dst->table = dms_dup_or_null(src->table);
+	dst->ncols = src->ncols;
+	dst->cols = dm_xcalloc(src->ncols, sizeof *dst->cols);
+	for (size_t i = 0; i < src->ncols; i++) {
+		dst->cols[i].name = dm_xstrdup(src->cols[i].name);
+		dst->cols[i].type = dm_xstrdup(src->cols[i].type);
+	}
+	dst->nkey = src->nkey;
+	dst->key = dm_xcalloc(src->nkey, sizeof *dst->key);
+	memcpy(dst->key, src->key, src->nkey * sizeof *dst->key);
+	dst->since = dms_dup_or_null(src->since);
+	dst->change_column = dms_dup_or_null(src->change_column);
+	dms_header_classify(dst);
+}
+
+dms_keyclass
+dms_type_keyclass(const char *type)
+{
+	if (strcmp(type, "smallint") == 0 || strcmp(type, "integer") == 0 ||
+	    strcmp(type, "bigint") == 0)
+		return DMS_KEY_INT;
+	return DMS_KEY_BYTES;
+}
+
+void
+dms_header_classify(dms_header *h)
+{
+	free(h->keyclass);
+	h->keyclass = dm_xcalloc(h->nkey, sizeof *h->keyclass);
+	for (size_t i = 0; i < h->nkey; i++)
+		h->keyclass[i] = dms_type_keyclass(h->cols[h->key[i]].type);
+}
+
+const char *
+dms_kind_name(dms_kind k)
+{
+	switch (k) {
+	case DMS_ROWS: return "rows";
+	case DMS_HASHES: return "hashes";
+	case DMS_CHANGES: return "changes";
+	}
+	return "?";
+}
+
+static int
+dms_bytes_cmp(const dm_value *a, const dm_value *b)
+{
+	size_t n = a->len < b->len ? a->len : b->len;
+	int c = n ? memcmp(a->ptr, b->ptr, n) : 0;
+
+	if (c != 0)
+		return c < 0 ? -1 : 1;
+	return a->len < b->len ? -1 : a->len > b->len;
+}
+
+/* Integer text as PostgreSQL prints it: optional '-', digits, no leading zeros. */
+static int
+dms_int_cmp(const dm_value *a, const dm_value *b)
+{
+	int na = a->len > 0 && a->ptr[0] == '-';
+	int nb = b->len > 0 && b->ptr[0] == '-';
+
+	if (na != nb)
+		return na ? -1 : 1;
+	dm_value ma = { a->ptr + na, a->len - (uint32_t)na, DM_TEXT };
+	dm_value mb = { b->ptr + nb, b->len - (uint32_t)nb, DM_TEXT };
+	int c;
+	if (ma.len != mb.len)
+		c = ma.len < mb.len ? -1 : 1;
+	else
+		c = dms_bytes_cmp(&ma, &mb);
+	return na ? -c : c;
+}
+
+int
+dms_key_cmp(const dms_keyclass *cls, size_t nkey, const dm_value *a, const dm_value *b)
+{
+	for (size_t i = 0; i < nkey; i++) {
+		/* A primary key holds no NULL; order them first all the same so the merge stays total. */
+		if (a[i].kind == DM_NULL || b[i].kind == DM_NULL) {
+			if (a[i].kind != b[i].kind)
+				return a[i].kind == DM_NULL ? -1 : 1;
+			continue;
+		}
+		int c = cls[i] == DMS_KEY_INT ? dms_int_cmp(&a[i], &b[i]) : dms_bytes_cmp(&a[i], &b[i]);
+		if (c != 0)
+			return c;
+	}
+	return 0;
+}
+
+void
+dms_canon_append(dm_buf *out, const dm_value *vals, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const dm_value *v = &vals[i];
+		if (v->kind == DM_NULL) {
+			dm_buf_putc(out, 0);
+			continue;
+		}
+		unsigned char head[5] = {
+			v->kind, (unsigned char)(v->len >> 24), (unsigned char)(v->len >> 16),
+			(unsigned char)(v->len >> 8), (unsigned char)v->len
+		};
+		dm_buf_append(out, head, sizeof head);
+		dm_buf_append(out, v->ptr, v->len);
+	}
+}
+
+void
+dms_row_hash(const dm_value *vals, size_t n, dm_buf *scratch, unsigned char hash[DMS_HASH_LEN])
+{
+	XXH128_canonical_t c;
+
+	scratch->len = 0;
+	dms_canon_append(scratch, vals, n);
+	XXH128_canonicalFromHash(&c, XXH3_128bits(scratch->data, scratch->len));
+	memcpy(hash, c.digest, DMS_HASH_LEN);
+}
+
+void
+dms_key_text(dm_buf *out, const dm_value *keys, size_t nkey)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	dm_buf_putc(out, '(');
+	for (size_t i = 0; i < nkey; i++) {
+		if (i)
+			dm_buf_putc(out, ',');
+		if (keys[i].kind == DM_NULL) {
+			dm_buf_puts(out, "NULL");
+			continue;
+		}
+		if (keys[i].kind == DM_BIN)
+			dm_buf_puts(out, "\\x");
+		for (uint32_t j = 0; j < keys[i].len; j++) {
+			unsigned char ch = (unsigned char)keys[i].ptr[j];
+			if (keys[i].kind == DM_BIN) {
+				dm_buf_putc(out, hex[ch >> 4]);
+				dm_buf_putc(out, hex[ch & 15]);
+			} else if (ch < 0x20 || ch == 0x7f) {
+				dm_buf_printf(out, "\\x%02x", ch);
+			} else {
+				dm_buf_putc(out, (char)ch);
+			}
+		}
+	}
+	dm_buf_putc(out, ')');
+}
+
+/* --- writer --- */
+
+static int
+dms_fwrite_cb(void *data, const char *buf, size_t len)
+{
+	/* Errors are sticky in the FILE; dms_writer_finish reports them once. */
+	return fwrite(buf, 1, len, (FILE *)data) == len ? 0 : -1;
+}
+
+static void
+dms_pack_cstr(msgpack_packer *pk, const char *s)
+{
+	size_t n = strlen(s);
+
+	msgpack_pack_str(pk, n);
+	msgpack_pack_str_body(pk, s, n);
+}
+
+static void
+dms_pack_cstr_or_nil(msgpack_packer *pk, const char *s)
+{
+	if (s == NULL)
+		msgpack_pack_nil(pk);
+	else
+		dms_pack_cstr(pk, s);
+}
+
+void
+dms_writer_open(dms_writer *w, FILE *fp, const dms_header *h)
+{
+	memset(w, 0, sizeof *w);
+	w->fp = fp;
+	w->kind = h->kind;
+	w->width = h->kind == DMS_HASHES ? h->nkey + 1 : h->ncols;
+	w->checksum = XXH3_createState();
+	if (w->checksum == NULL) {
+		dm_err("out of memory");
+		exit(DM_EXIT_FAIL);
+	}
+	XXH3_64bits_reset(w->checksum);
+	msgpack_packer_init(&w->pk, fp, dms_fwrite_cb);
+
+	msgpack_packer *pk = &w->pk;
+	msgpack_pack_map(pk, 9);
+	dms_pack_cstr(pk, "dm");
+	dms_pack_cstr(pk, "stream");
+	dms_pack_cstr(pk, "version");
+	msgpack_pack_int(pk, DMS_VERSION);
+	dms_pack_cstr(pk, "kind");
+	dms_pack_cstr(pk, dms_kind_name(h->kind));
+	dms_pack_cstr(pk, "entity");
+	dms_pack_cstr(pk, h->entity);
+	dms_pack_cstr(pk, "table");
+	dms_pack_cstr(pk, h->table);
+	dms_pack_cstr(pk, "columns");
+	msgpack_pack_array(pk, h->ncols);
+	for (size_t i = 0; i < h->ncols; i++) {
+		msgpack_pack_array(pk, 2);
+		dms_pack_cstr(pk, h->cols[i].name);
+		dms_pack_cstr(pk, h->cols[i].type);
+	}
+	dms_pack_cstr(pk, "key");
+	msgpack_pack_array(pk, h->nkey);
+	for (size_t i = 0; i < h->nkey; i++)
+		msgpack_pack_uint64(pk, h->key[i]);
+	dms_pack_cstr(pk, "since");
+	dms_pack_cstr_or_nil(pk, h->since);
+	dms_pack_cstr(pk, "change_column");
+	dms_pack_cstr_or_nil(pk, h->change_column);
+}
+
+void
+dms_writer_row(dms_writer *w, int op, const dm_value *vals, size_t n)
+{
+	msgpack_packer *pk = &w->pk;
+
+	w->canon.len = 0;
+	if (op != DMS_OP_NONE) {
+		dm_buf_putc(&w->canon, (char)op);
+		msgpack_pack_array(pk, n + 1);
+		msgpack_pack_int(pk, op);
+	} else {
+		msgpack_pack_array(pk, n);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const dm_value *v = &vals[i];
+		switch (v->kind) {
+		case DM_NULL:
+			msgpack_pack_nil(pk);
+			break;
+		case DM_TEXT:
+			msgpack_pack_str(pk, v->len);
+			msgpack_pack_str_body(pk, v->ptr, v->len);
+			break;
+		default:
+			msgpack_pack_bin(pk, v->len);
+			msgpack_pack_bin_body(pk, v->ptr, v->len);
+			break;
+		}
+	}
+	dms_canon_append(&w->canon, vals, n);
+	XXH3_64bits_update(w->checksum, w->canon.data, w->canon.len);
+	w->rows++;
+}
+
+int
+dms_writer_finish(dms_writer *w, const char *watermark)
+{
+	msgpack_packer *pk = &w->pk;
+	XXH64_canonical_t c;
+
+	XXH64_canonicalFromHash(&c, XXH3_64bits_digest(w->checksum));
+	msgpack_pack_map(pk, 4);
+	dms_pack_cstr(pk, "end");
+	msgpack_pack_true(pk);
+	dms_pack_cstr(pk, "rows");
+	msgpack_pack_uint64(pk, w->rows);
+	dms_pack_cstr(pk, "checksum");
+	msgpack_pack_bin(pk, sizeof c.digest);
+	msgpack_pack_bin_body(pk, c.digest, sizeof c.digest);
+	dms_pack_cstr(pk, "watermark");
+	dms_pack_cstr_or_nil(pk, watermark);
+	if (fflush(w->fp) != 0 || ferror(w->fp)) {
+		dm_err("cannot write stream: %s", strerror(errno ? errno : EIO));
+		return -1;
+	}
+	return 0;
+}
+
+void
+dms_writer_free(dms_writer *w)
+{
+	if (w == NULL)
+		return;
+	XXH3_freeState(w->checksum);
+	w->checksum = NULL;
+	dm_buf_free(&w->canon);
+}
+
+/* --- reader --- */
+
+static int
+dms_bad(dms_reader *r, const char *what)
+{
+	dm_err("%s: invalid stream: %s", r->name, what);
+	return -1;
+}
+
+/* Gets the next MessagePack object. 1: got one, 0: clean end of input, -1: error printed. */
+static int
+dms_next_object(dms_reader *r)
+{
+	for (;;) {
+		msgpack_unpack_return ret = msgpack_unpacker_next(&r->up, &r->msg);
+		if (ret == MSGPACK_UNPACK_SUCCESS)
+			return 1;
+		if (ret == MSGPACK_UNPACK_NOMEM_ERROR)
+			return dms_bad(r, "a message is too large");
+		if (ret != MSGPACK_UNPACK_CONTINUE)
+			return dms_bad(r, "not MessagePack (corrupted data)");
+		if (!msgpack_unpacker_reserve_buffer(&r->up, DMS_READ_CHUNK))
+			return dms_bad(r, "out of memory");
+		size_t n = fread(msgpack_unpacker_buffer(&r->up), 1,
+		    msgpack_unpacker_buffer_capacity(&r->up), r->fp);
+		if (n == 0) {
+			if (ferror(r->fp)) {
+				dm_err("%s: cannot read stream: %s", r->name, strerror(errno ? errno : EIO));
+				return -1;
+			}
+			/* Bytes received but not yet a whole object: the stream stopped mid-message. */
+			if (r->up.used > r->up.off)
+				return dms_bad(r, "truncated in the middle of a message");
+			return 0;
+		}
+		msgpack_unpacker_buffer_consumed(&r->up, n);
+	}
+}
+
+static int
+dms_key_is(const msgpack_object *k, const char *name)
+{
+	size_t n = strlen(name);
+
+	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+	    memcmp(k->via.str.ptr, name, n) == 0;
+}
+
+/* Copies a str or nil object into *out; -1 when it is neither. */
+static int
+dms_get_str(const msgpack_object *o, char **out, int nil_ok)
+{
+	free(*out);
+	*out = NULL;
+	if (o->type == MSGPACK_OBJECT_NIL && nil_ok)
+		return 0;
+	if (o->type != MSGPACK_OBJECT_STR)
+		return -1;
+	if (memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL)
+		return -1;
+	*out = dm_xstrndup(o->via.str.ptr, o->via.str.size);
+	return 0;
+}
+
+static int
+dms_parse_header(dms_reader *r, const msgpack_object *o)
+{
+	dms_header *h = &r->hdr;
+	int magic = 0, have_kind = 0, have_version = 0, have_cols = 0, have_key = 0;
+	char *kind = NULL;
+	int rc = -1;
+
+	if (o->type != MSGPACK_OBJECT_MAP)
+		return dms_bad(r, "no header (is this a dm stream?)");
+	for (uint32_t i = 0; i < o->via.map.size; i++) {
+		const msgpack_object *k = &o->via.map.ptr[i].key;
+		const msgpack_object *v = &o->via.map.ptr[i].val;
+		if (dms_key_is(k, "dm")) {
+			magic = v->type == MSGPACK_OBJECT_STR && v->via.str.size == 6 &&
+			    memcmp(v->via.str.ptr, "stream", 6) == 0;
+		} else if (dms_key_is(k, "version")) {
+			if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+				goto bad;
+			if (v->via.u64 != DMS_VERSION) {
+				dm_err("%s: invalid stream: format version %llu, this dm reads version %d",
+				    r->name, (unsigned long long)v->via.u64, DMS_VERSION);
+				goto out;
+			}
+			have_version = 1;
+		} else if (dms_key_is(k, "kind")) {
+			if (dms_get_str(v, &kind, 0))
+				goto bad;
+			have_kind = 1;
+		} else if (dms_key_is(k, "entity")) {
+			if (dms_get_str(v, &h->entity, 0))
+				goto bad;
+		} else if (dms_key_is(k, "table")) {
+			if (dms_get_str(v, &h->table, 0))
+				goto bad;
+		} else if (dms_key_is(k, "since")) {
+			if (dms_get_str(v, &h->since, 1))
+				goto bad;
+		} else if (dms_key_is(k, "change_column")) {
+			if (dms_get_str(v, &h->change_column, 1))
+				goto bad;
+		} else if (dms_key_is(k, "columns")) {
+			if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 || have_cols)
+				goto bad;
+			h->ncols = v->via.array.size;
+			h->cols = dm_xcalloc(h->ncols, sizeof *h->cols);
+			for (size_t c = 0; c < h->ncols; c++) {
+				const msgpack_object *col = &v->via.array.ptr[c];
+				if (col->type != MSGPACK_OBJECT_ARRAY || col->via.array.size != 2 ||
+				    dms_get_str(&col->via.array.ptr[0], &h->cols[c].name, 0) ||
+				    dms_get_str(&col->via.array.ptr[1], &h->cols[c].type, 0))
+					goto bad;
+			}
+			have_cols = 1;
+		} else if (dms_key_is(k, "key")) {
+			if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 || have_key)
+				goto bad;
+			h->nkey = v->via.array.size;
+			h->key = dm_xcalloc(h->nkey, sizeof *h->key);
+			for (size_t c = 0; c < h->nkey; c++) {
+				const msgpack_object *kv = &v->via.array.ptr[c];
+				if (kv->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+					goto bad;
+				h->key[c] = (size_t)kv->via.u64;
+			}
+			have_key = 1;
+		}
+		/* Unknown keys are allowed: later minor additions must not break old readers. */
+	}
+	if (!magic)
+		return dms_bad(r, "no header (is this a dm stream?)");
+	if (!have_version || !have_kind || !have_cols || !have_key || !h->entity || !h->table)
+		goto bad;
+	for (size_t c = 0; c < h->nkey; c++)
+		if (h->key[c] >= h->ncols)
+			goto bad;
+	if (strcmp(kind, "rows") == 0)
+		h->kind = DMS_ROWS;
+	else if (strcmp(kind, "hashes") == 0)
+		h->kind = DMS_HASHES;
+	else if (strcmp(kind, "changes") == 0)
+		h->kind = DMS_CHANGES;
+	else
+		goto bad;
+	dms_header_classify(h);
+	rc = 0;
+	goto out;
+bad:
+	rc = dms_bad(r, "malformed header");
+out:
+	free(kind);
+	return rc;
+}
+
+int
+dms_reader_open(dms_reader *r, FILE *fp, const char *name)
+{
+	memset(r, 0, sizeof *r);
+	r->fp = fp;
+	r->name = dm_xstrdup(name);
+	dms_header_init(&r->hdr);
+	if (!msgpack_unpacker_init(&r->up, DMS_READ_CHUNK)) {
+		dm_err("out of memory");
+		exit(DM_EXIT_FAIL);
+	}
+	msgpack_unpacked_init(&r->msg);
+	r->checksum = XXH3_createState();
+	if (r->checksum == NULL) {
+		dm_err("out of memory");
+		exit(DM_EXIT_FAIL);
+	}
+	XXH3_64bits_reset(r->checksum);
+
+	int got = dms_next_object(r);
+	if (got == 0) {
+		dms_bad(r, "empty: no header");
+		return DM_EXIT_STREAM;
+	}
+	if (got < 0 || dms_parse_header(r, &r->msg.data) < 0)
+		return DM_EXIT_STREAM;
+	size_t width = r->hdr.ncols > r->hdr.nkey + 1 ? r->hdr.ncols : r->hdr.nkey + 1;
+	r->vals = dm_xcalloc(width + 1, sizeof *r->vals);
+	r->keys = dm_xcalloc(r->hdr.nkey, sizeof *r->keys);
+	r->prev_keys = dm_xcalloc(r->hdr.nkey, sizeof *r->prev_keys);
+	return 0;
+}
+
+static int
+dms_get_value(const msgpack_object *o, dm_value *v)
+{
+	switch (o->type) {
+	case MSGPACK_OBJECT_NIL:
+		v->kind = DM_NULL;
+		v->ptr = NULL;
+		v->len = 0;
+		return 0;
+	case MSGPACK_OBJECT_STR:
+		v->kind = DM_TEXT;
+		v->ptr = o->via.str.ptr;
+		v->len = o->via.str.size;
+		return 0;
+	case MSGPACK_OBJECT_BIN:
+		v->kind = DM_BIN;
+		v->ptr = o->via.bin.ptr;
+		v->len = o->via.bin.size;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+static int
+dms_parse_trailer(dms_reader *r, const msgpack_object *o)
+{
+	int end = 0, have_rows = 0, have_sum = 0;
+	uint64_t rows = 0;
+	XXH64_canonical_t want;
+
+	for (uint32_t i = 0; i < o->via.map.size; i++) {
+		const msgpack_object *k = &o->via.map.ptr[i].key;
+		const msgpack_object *v = &o->via.map.ptr[i].val;
+		if (dms_key_is(k, "end")) {
+			end = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
+		} else if (dms_key_is(k, "rows")) {
+			if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+				return dms_bad(r, "malformed trailer");
+			rows = v->via.u64;
+			have_rows = 1;
+		} else if (dms_key_is(k, "checksum")) {
+			if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != sizeof want.digest)
+				return dms_bad(r, "malformed trailer");
+			memcpy(want.digest, v->via.bin.ptr, sizeof want.digest);
+			have_sum = 1;
+		} else if (dms_key_is(k, "watermark")) {
+			if (dms_get_str(v, &r->trailer.watermark, 1))
+				return dms_bad(r, "malformed trailer");
+		}
+	}
+	if (!end || !have_rows || !have_sum)
+		return dms_bad(r, "malformed trailer");
+	if (rows != r->rows) {
+		dm_err("%s: invalid stream: trailer counts %llu rows, stream has %llu",
+		    r->name, (unsigned long long)rows, (unsigned long long)r->rows);
+		return -1;
+	}
+	XXH64_canonical_t got;
+	XXH64_canonicalFromHash(&got, XXH3_64bits_digest(r->checksum));
+	if (memcmp(got.digest, want.digest, sizeof got.digest) != 0)
+		return dms_bad(r, "checksum mismatch (corrupted data)");
+	r->trailer.rows = rows;
+	return 0;
+}
+
+static void
+dms_remember_key(dms_reader *r)
+{
+	size_t nkey = r->hdr.nkey;
+
+	r->prev_data.len = 0;
+	for (size_t i = 0; i < nkey; i++)
+		dm_buf_append(&r->prev_data, r->keys[i].ptr, r->keys[i].len);
+	size_t off = 0;
+	for (size_t i = 0; i < nkey; i++) {
+		r->prev_keys[i] = r->keys[i];
+		r->prev_keys[i].ptr = r->prev_data.data ? r->prev_data.data + off : NULL;
+		off += r->keys[i].len;
+	}
+	r->have_prev = 1;
+}
+
+int
+dms_reader_next(dms_reader *r)
+{
+	const dms_header *h = &r->hdr;
+
+	if (r->done)
+		return 0;
+	int got = dms_next_object(r);
+	if (got < 0)
+		return -1;
+	if (got == 0) {
+		dm_err("%s: invalid stream: truncated after %llu rows (no trailer)",
+		    r->name, (unsigned long long)r->rows);
+		return -1;
+	}
+	const msgpack_object *o = &r->msg.data;
+	if (o->type == MSGPACK_OBJECT_MAP) {
+		if (dms_parse_trailer(r, o) < 0)
+			return -1;
+		/* Anything after the trailer means two streams were glued or the file is damaged. */
+		got = dms_next_object(r);
+		if (got < 0)
+			return -1;
+		if (got > 0)
+			return dms_bad(r, "data after the trailer");
+		r->done = 1;
+		return 0;
+	}
+	if (o->type != MSGPACK_OBJECT_ARRAY)
+		return dms_bad(r, "row is not an array");
+
+	const msgpack_object *items = o->via.array.ptr;
+	size_t n = o->via.array.size;
+	size_t first = 0;
+	r->op = DMS_OP_NONE;
+	r->hash = NULL;
+	if (h->kind == DMS_CHANGES) {
+		if (n == 0 || items[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || items[0].via.u64 > 2)
+			return dms_bad(r, "change without a valid operation");
+		r->op = (int)items[0].via.u64;
+		first = 1;
+	}
+	size_t want;
+	if (h->kind == DMS_HASHES)
+		want = h->nkey + 1;
+	else if (r->op == DMS_OP_DELETE)
+		want = h->nkey;
+	else
+		want = h->ncols;
+	if (n - first != want) {
+		char msg[128];
+		snprintf(msg, sizeof msg, "row %llu has %zu values, header says %zu",
+		    (unsigned long long)r->rows + 1, n - first, want);
+		return dms_bad(r, msg);
+	}
+	r->nvals = want;
+	for (size_t i = 0; i < want; i++)
+		if (dms_get_value(&items[first + i], &r->vals[i]) < 0)
+			return dms_bad(r, "value of an unknown type");
+
+	if (h->kind == DMS_HASHES) {
+		const dm_value *hv = &r->vals[h->nkey];
+		if (hv->kind != DM_BIN || hv->len != DMS_HASH_LEN)
+			return dms_bad(r, "malformed row hash");
+		r->hash = (const unsigned char *)hv->ptr;
+		for (size_t i = 0; i < h->nkey; i++)
+			r->keys[i] = r->vals[i];
+	} else if (r->op == DMS_OP_DELETE) {
+		for (size_t i = 0; i < h->nkey; i++)
+			r->keys[i] = r->vals[i];
+	} else {
+		for (size_t i = 0; i < h->nkey; i++)
+			r->keys[i] = r->vals[h->key[i]];
+	}
+	for (size_t i = 0; i < h->nkey; i++)
+		if (r->keys[i].kind == DM_NULL)
+			return dms_bad(r, "NULL in a key column");
+
+	if (r->have_prev) {
+		int c = dms_key_cmp(h->keyclass, h->nkey, r->prev_keys, r->keys);
+		if (c >= 0) {
+			dm_buf k = { 0 };
+			dms_key_text(&k, r->keys, h->nkey);
+			dm_err("%s: invalid stream: %s key %s at row %llu", r->name,
+			    c == 0 ? "duplicate" : "out-of-order", dm_buf_cstr(&k),
+			    (unsigned long long)r->rows + 1);
+			dm_buf_free(&k);
+			return -1;
+		}
+	}
+	dms_remember_key(r);
+
+	r->canon.len = 0;
+	if (r->op != DMS_OP_NONE)
+		dm_buf_putc(&r->canon, (char)r->op);
+	dms_canon_append(&r->canon, r->vals, r->nvals);
+	XXH3_64bits_update(r->checksum, r->canon.data, r->canon.len);
+	r->rows++;
+	return 1;
+}
+
+void
+dms_reader_free(dms_reader *r)
+{
+	if (r == NULL)
+		return;
+	msgpack_unpacked_destroy(&r->msg);
+	msgpack_unpacker_destroy(&r->up);
+	XXH3_freeState(r->checksum);
+	dms_header_free(&r->hdr);
+	free(r->trailer.watermark);
+	free(r->name);
+	free(r->vals);
+	free(r->keys);
+	free(r->prev_keys);
+	dm_buf_free(&r->canon);
+	dm_buf_free(&r->prev_data);
+	memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,301 @@
+/* util.c - messages, allocation, buffers: the small things every program needs. */
+#define _POSIX_C_SOURCE 200809L
+#include "dm.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *dm_prog = "dm";
+const char *dm_subject = NULL;
+int dm_verbosity = 1;
+
+static void
+dm_vmessage(const char *fmt, va_list ap)
+{
+	/* Build the whole line first so concurrent stages never interleave mid-line. */
+	char line[4096];
+	int n;
+
+	if (dm_subject != NULL)
+		n = snprintf(line, sizeof line, "%s: %s: ", dm_prog, dm_subject);
+	else
+		n = snprintf(line, sizeof line, "%s: ", dm_prog);
+	if (n < 0 || (size_t)n >= sizeof line)
+		n = 0;
+	vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+	size_t len = strlen(line);
+	/* libpq messages end with a newline of their own; keep one line per message. */
+	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == ' '))
+		line[--len] = '\0';
+	for (size_t i = 0; i < len; i++)
+		if (line[i] == '\n')
+			line[i] = ' ';
+	if (len + 1 < sizeof line) {
+		line[len++] = '\n';
+		line[len] = '\0';
+	}
+	(void)!write(STDERR_FILENO, line, len);
+}
+
+void
+dm_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	dm_vmessage(fmt, ap);
+	va_end(ap);
+}
+
+void
+dm_info(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (dm_verbosity < 1)
+		return;
+	va_start(ap, fmt);
+	dm_vmessage(fmt, ap);
+	va_end(ap);
+}
+
+void
+dm_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (dm_verbosity < 2)
+		return;
+	va_start(ap, fmt);
+	dm_vmessage(fmt, ap);
+	va_end(ap);
+}
+
+static void
+dm_oom(void)
+{
+	dm_err("out of memory");
+	exit(DM_EXIT_FAIL);
+}
+
+void *
+dm_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (p == NULL)
+		dm_oom();
+	return p;
+}
+
+void *
+dm_xcalloc(size_t count, size_t size)
+{
+	void *p = calloc(count ? count : 1, size ? size : 1);
+
+	if (p == NULL)
+		dm_oom();
+	return p;
+}
+
+void *
+dm_xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+
+	if (q == NULL)
+		dm_oom();
+	return q;
+}
+
+char *
+dm_xstrdup(const char *s)
+{
+	return dm_xstrndup(s, strlen(s));
+}
+
+char *
+dm_xstrndup(const char *s, size_t n)
+{
+	char *p = dm_xmalloc(n + 1);
+
+	memcpy(p, s, n);
+	p[n] = '\0';
+	return p;
+}
+
+char *
+dm_xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		dm_oom();
+	char *p = dm_xmalloc((size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(p, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return p;
+}
+
+int
+dm_parse_u64(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (s == NULL || *s == '\0')
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		unsigned d = (unsigned)(*s - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return 0;
+}
+
+int
+dm_close_output(FILE *fp, const char *what)
+{
+	int failed = 0;
+
+	if (fflush(fp) != 0 || ferror(fp))
+		failed = 1;
+	int saved = errno;
+	if (fclose(fp) != 0 && !failed) {
+		failed = 1;
+		saved = errno;
+	}
+	if (failed) {
+		dm_err("cannot write %s: %s", what, strerror(saved ? saved : EIO));
+		return -1;
+	}
+	return 0;
+}
+
+int
+dm_split_table(const char *qualified, char **schema, char **table)
+{
+	const char *dot = strchr(qualified, '.');
+
+	if (dot == NULL || dot == qualified || dot[1] == '\0')
+		return -1;
+	*schema = dm_xstrndup(qualified, (size_t)(dot - qualified));
+	*table = dm_xstrdup(dot + 1);
+	return 0;
+}
+
+void
+dm_buf_reserve(dm_buf *b, size_t extra)
+{
+	if (b->len + extra + 1 <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->len + extra + 1)
+		cap *= 2;
+	b->data = dm_xrealloc(b->data, cap);
+	b->cap = cap;
+}
+
+void
+dm_buf_append(dm_buf *b, const void *p, size_t n)
+{
+	dm_buf_reserve(b, n);
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+}
+
+void
+dm_buf_putc(dm_buf *b, char c)
+{
+	dm_buf_reserve(b, 1);
+	b->data[b->len++] = c;
+}
+
+void
+dm_buf_puts(dm_buf *b, const char *s)
+{
+	dm_buf_append(b, s, strlen(s));
+}
+
+void
+dm_buf_printf(dm_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		dm_oom();
+	dm_buf_reserve(b, (size_t)n);
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+const char *
+dm_buf_cstr(dm_buf *b)
+{
+	dm_buf_reserve(b, 0);
+	b->data[b->len] = '\0';
+	return b->data;
+}
+
+void
+dm_buf_free(dm_buf *b)
+{
+	if (b == NULL)
+		return;
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+const char *
+dm_conninfo(const char *db, const char *db_env)
+{
+	if (db != NULL && db_env != NULL) {
+		dm_err("give --db or --db-env, not both");
+		return NULL;
+	}
+	if (db != NULL)
+		return db;
+	if (db_env != NULL) {
+		const char *v = getenv(db_env);
+		if (v == NULL || *v == '\0') {
+			dm_err("environment variable %s is not set: export the connection string there", db_env);
+			return NULL;
+		}
+		return v;
+	}
+	dm_err("no database: give --db CONNINFO or --db-env VAR");
+	return NULL;
+}
+
+int
+dm_std_option(const char *arg, const char *usage_text)
+{
+	if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+		fputs(usage_text, stdout);
+		exit(dm_close_output(stdout, "standard output") ? DM_EXIT_FAIL : DM_EXIT_OK);
+	}
+	if (strcmp(arg, "--version") == 0) {
+		printf("%s (dm) %s\n", dm_prog, DM_VERSION);
+		exit(dm_close_output(stdout, "standard output") ? DM_EXIT_FAIL : DM_EXIT_OK);
+	}
+	return 0;
+}

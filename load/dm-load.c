@@ -1,0 +1,702 @@
+/*
+ * dm-load - apply a dm stream to one destination table (or, for a foreign-key
+ * cycle, to several at once).
+ *
+ * Each batch is one transaction: COPY into a temporary staging table, one
+ * set-based upsert that skips rows already equal, deletes parked in
+ * dm.pending_delete, and the checkpoint's progress. A crash leaves the table
+ * at a batch boundary; rerunning the same command converges without
+ * duplicates because every write is keyed. Deletes and the checkpoint's
+ * watermark are applied only in the transaction that saw a verified trailer.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "copytext.h"
+#include "pg.h"
+#include "state.h"
+#include "stream.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TARGETS 16
+#define COPY_CHUNK (256 * 1024)
+
+static const char usage_text[] =
+    "usage: dm-load (--db CONNINFO | --db-env VAR) --table SCHEMA.TABLE [--entity NAME]\n"
+    "               [--batch-rows N] [--dry-run] [--defer-deletes] [--run-id ID] [-q] [-v] [FILE]\n"
+    "       dm-load (--db CONNINFO | --db-env VAR) --table T1 --table T2 ... FILE1 FILE2 ...\n"
+    "       dm-load (--db CONNINFO | --db-env VAR) --table T [--table T2 ...] --apply-deletes\n"
+    "\n"
+    "Applies a dm rows or changes stream (dm-stream(5)) to a destination table in\n"
+    "batches; each batch is one transaction that also records the checkpoint.\n"
+    "\n"
+    "  --db CONNINFO      libpq connection string or URI\n"
+    "  --db-env VAR       read the connection string from environment variable VAR\n"
+    "  --table T          destination table; the stream must be for the same table\n"
+    "  --entity NAME      entity name for the checkpoint (default: the stream's)\n"
+    "  --batch-rows N     rows per transaction (default 50000)\n"
+    "  --dry-run          compute the counts, roll everything back\n"
+    "  --defer-deletes    park deletes in dm.pending_delete for --apply-deletes\n"
+    "  --apply-deletes    apply parked deletes of the named tables, then exit\n"
+    "  --run-id ID        run id recorded in dm.checkpoint and dm.run\n"
+    "  -q, -v             quieter, more verbose\n"
+    "  --help, --version\n";
+
+static void
+usage(void)
+{
+	fputs("usage: dm-load (--db CONNINFO | --db-env VAR) --table SCHEMA.TABLE [--dry-run] [FILE]\n", stderr);
+	exit(DM_EXIT_USAGE);
+}
+
+typedef struct target {
+	const char *table_arg;
+	char *entity;
+	const char *path;
+	FILE *fp;
+	dms_reader r;
+	int reader_open;
+	dmpg_table t;
+	char *stage;		/* pg_temp."dm_stage_N" */
+	char *create_stage_sql;
+	char *copy_sql;
+	char *upsert_sql;	/* INSERT ... RETURNING, for a CTE */
+	char *pending_sql;	/* park this batch's deletes */
+	char *key_join;		/* " AND t.k = p.key[1]::type ..." for deletes */
+	char *drop_stage_sql;
+	uint64_t ins, upd, del, same, staged_rows, batches;
+	dm_buf copybuf;
+	dm_buf lastkey;
+} target;
+
+static int dry_run, defer_deletes;
+static const char *run_id;
+static char started_at[64];
+
+static void
+now_text(char *buf, size_t n)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, n, "%Y-%m-%d %H:%M:%S+00", &tm);
+}
+
+/* Builds the SQL of one target once its stream header and catalog are known. */
+static int
+target_prepare(PGconn *conn, target *tg, int idx, int need_stream)
+{
+	dm_buf cols = { 0 }, sel = { 0 }, set = { 0 }, lhs = { 0 }, rhs = { 0 }, keys = { 0 }, kjoin = { 0 }, karr = { 0 };
+	const dms_header *h = need_stream ? &tg->r.hdr : NULL;
+	int rc = -1, overriding = 0;
+	size_t ncols = h ? h->ncols : tg->t.nkey;
+	int *map = dm_xcalloc(ncols ? ncols : 1, sizeof *map);
+
+	if (h != NULL) {
+		if (strcmp(h->table, tg->table_arg) != 0) {
+			dm_err("%s: stream is for table %s, not %s: refusing to load it here",
+			    tg->r.name, h->table, tg->table_arg);
+			rc = -2;
+			goto out;
+		}
+		if (h->kind == DMS_HASHES) {
+			dm_err("%s: a hashes stream carries no rows to load (use dm-diff first)", tg->r.name);
+			rc = -2;
+			goto out;
+		}
+		for (size_t i = 0; i < h->ncols; i++) {
+			map[i] = dmpg_table_column(&tg->t, h->cols[i].name);
+			if (map[i] < 0 || tg->t.cols[map[i]].generated) {
+				dm_err("column mismatch: destination %s has no %scolumn \"%s\" for the stream's column",
+				    tg->t.qualified, map[i] < 0 ? "" : "writable ", h->cols[i].name);
+				goto out;
+			}
+			if (tg->t.cols[map[i]].identity_always)
+				overriding = 1;
+		}
+		if (h->nkey != tg->t.nkey) {
+			dm_err("key mismatch: the stream's key has %zu columns, the destination's primary key %zu",
+			    h->nkey, tg->t.nkey);
+			goto out;
+		}
+		for (size_t k = 0; k < h->nkey; k++)
+			if ((size_t)map[h->key[k]] != tg->t.key[k]) {
+				dm_err("key mismatch: key column %zu is \"%s\" in the stream, \"%s\" in the destination",
+				    k + 1, h->cols[h->key[k]].name, tg->t.cols[tg->t.key[k]].name);
+				goto out;
+			}
+	} else {
+		for (size_t k = 0; k < tg->t.nkey; k++)
+			map[k] = (int)tg->t.key[k];
+	}
+
+	tg->stage = dm_xasprintf("pg_temp.dm_stage_%d", idx);
+	for (size_t i = 0; i < ncols; i++) {
+		char *q = dmpg_ident(conn, tg->t.cols[map[i]].name);
+		dm_buf_printf(&cols, "%s%s", i ? ", " : "", q);
+		int is_key = 0;
+		for (size_t k = 0; k < tg->t.nkey; k++)
+			if (tg->t.key[k] == (size_t)map[i])
+				is_key = 1;
+		if (!is_key) {
+			dm_buf_printf(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", q, q);
+			dm_buf_printf(&lhs, "%st.%s::pg_catalog.text", lhs.len ? ", " : "", q);
+			dm_buf_printf(&rhs, "%sEXCLUDED.%s::pg_catalog.text", rhs.len ? ", " : "", q);
+		}
+		free(q);
+	}
+	for (size_t k = 0; k < tg->t.nkey; k++) {
+		const dmpg_column *c = &tg->t.cols[tg->t.key[k]];
+		char *q = dmpg_ident(conn, c->name);
+		dm_buf_printf(&keys, "%s%s", k ? ", " : "", q);
+		dm_buf_printf(&kjoin, " AND t.%s = p.key[%zu]::%s", q, k + 1, c->type);
+		dm_buf_printf(&karr, "%s%s::pg_catalog.text", k ? ", " : "", q);
+		free(q);
+	}
+	tg->create_stage_sql = dm_xasprintf(
+	    "CREATE TEMPORARY TABLE %s ON COMMIT DROP AS SELECT NULL::pg_catalog.int2 AS \"dm.op\", %s FROM %s%s WITH NO DATA",
+	    tg->stage, dm_buf_cstr(&cols), tg->t.relkind == 'r' ? "ONLY " : "", tg->t.qualified);
+	tg->copy_sql = dm_xasprintf("COPY %s (\"dm.op\", %s) FROM STDIN", tg->stage, dm_buf_cstr(&cols));
+	if (set.len)
+		dm_buf_printf(&sel, "DO UPDATE SET %s WHERE (%s, NULL) IS DISTINCT FROM (%s, NULL)",
+		    dm_buf_cstr(&set), dm_buf_cstr(&lhs), dm_buf_cstr(&rhs));
+	else
+		dm_buf_puts(&sel, "DO NOTHING");
+	tg->upsert_sql = dm_xasprintf(
+	    "INSERT INTO %s AS t (%s)%s SELECT %s FROM %s WHERE \"dm.op\" <> 2"
+	    " ON CONFLICT (%s) %s RETURNING (t.xmax = 0) AS inserted",
+	    tg->t.qualified, dm_buf_cstr(&cols), overriding ? " OVERRIDING SYSTEM VALUE" : "",
+	    dm_buf_cstr(&cols), tg->stage, dm_buf_cstr(&keys), dm_buf_cstr(&sel));
+	tg->pending_sql = dm_xasprintf(
+	    "INSERT INTO dm.pending_delete (entity, run_id, key) SELECT $1, $2, ARRAY[%s] FROM %s WHERE \"dm.op\" = 2",
+	    dm_buf_cstr(&karr), tg->stage);
+	tg->key_join = dm_xstrdup(dm_buf_cstr(&kjoin));
+	tg->drop_stage_sql = dm_xasprintf("DROP TABLE %s", tg->stage);
+	rc = 0;
+out:
+	free(map);
+	dm_buf_free(&cols);
+	dm_buf_free(&sel);
+	dm_buf_free(&set);
+	dm_buf_free(&lhs);
+	dm_buf_free(&rhs);
+	dm_buf_free(&keys);
+	dm_buf_free(&kjoin);
+	dm_buf_free(&karr);
+	return rc;
+}
+
+static void
+target_free(target *tg)
+{
+	if (tg->reader_open)
+		dms_reader_free(&tg->r);
+	if (tg->fp != NULL && tg->fp != stdin)
+		fclose(tg->fp);
+	dmpg_table_free(&tg->t);
+	free(tg->entity);
+	free(tg->stage);
+	free(tg->create_stage_sql);
+	free(tg->copy_sql);
+	free(tg->upsert_sql);
+	free(tg->pending_sql);
+	free(tg->key_join);
+	free(tg->drop_stage_sql);
+	dm_buf_free(&tg->copybuf);
+	dm_buf_free(&tg->lastkey);
+}
+
+/*
+ * Streams up to max_rows rows (0: all) of the target's stream into its
+ * staging table. Returns 1 when rows remain, 0 at the verified trailer,
+ * -1 on a database error, -3 on an invalid stream (COPY cancelled).
+ */
+static int
+stage_rows(PGconn *conn, target *tg, uint64_t max_rows)
+{
+	dm_value opval;
+	char opch[2] = { 0, 0 };
+	uint64_t n = 0;
+	int got = 1;
+
+	if (dmpg_run(conn, tg->create_stage_sql) < 0 || dmpg_copy_in_start(conn, tg->copy_sql) < 0)
+		return -1;
+	tg->copybuf.len = 0;
+	tg->staged_rows = 0;
+	while (max_rows == 0 || n < max_rows) {
+		got = dms_reader_next(&tg->r);
+		if (got <= 0)
+			break;
+		int op = tg->r.op == DMS_OP_NONE ? DMS_OP_INSERT : tg->r.op;
+		opch[0] = (char)('0' + op);
+		opval.kind = DM_TEXT;
+		opval.ptr = opch;
+		opval.len = 1;
+		dmcopy_append_field(&tg->copybuf, &opval);
+		if (op == DMS_OP_DELETE) {
+			/* Deletes carry only the key; the other staged columns stay NULL. */
+			const dms_header *h = &tg->r.hdr;
+			for (size_t i = 0; i < h->ncols; i++) {
+				dm_buf_putc(&tg->copybuf, '\t');
+				size_t k;
+				for (k = 0; k < h->nkey && h->key[k] != i; k++)
+					;
+				if (k < h->nkey)
+					dmcopy_append_field(&tg->copybuf, &tg->r.keys[k]);
+				else
+					dm_buf_append(&tg->copybuf, "\\N", 2);
+			}
+			dm_buf_putc(&tg->copybuf, '\n');
+		} else {
+			dm_buf_putc(&tg->copybuf, '\t');
+			dmcopy_append_row(&tg->copybuf, tg->r.vals, tg->r.nvals);
+		}
+		n++;
+		if (tg->copybuf.len >= COPY_CHUNK) {
+			if (dmpg_copy_in_put(conn, tg->copybuf.data, tg->copybuf.len) < 0)
+				return -1;
+			tg->copybuf.len = 0;
+		}
+	}
+	if (got < 0) {
+		dmpg_copy_in_end(conn, "dm-load: invalid input stream");
+		return -3;
+	}
+	if (tg->copybuf.len && dmpg_copy_in_put(conn, tg->copybuf.data, tg->copybuf.len) < 0)
+		return -1;
+	if (dmpg_copy_in_end(conn, NULL) < 0)
+		return -1;
+	tg->staged_rows = n;
+	if (n > 0) {
+		tg->lastkey.len = 0;
+		dms_key_text(&tg->lastkey, tg->r.keys, tg->r.hdr.nkey);
+	}
+	return got;
+}
+
+static uint64_t
+get_u64(PGresult *res, int row, int col)
+{
+	uint64_t v = 0;
+
+	if (dm_parse_u64(PQgetvalue(res, row, col), &v) < 0)
+		v = 0;
+	return v;
+}
+
+/* Upserts the staged rows of all targets in one statement (one for a cycle group). */
+static int
+apply_upserts(PGconn *conn, target *tgs, int ntg)
+{
+	dm_buf sql = { 0 };
+	int rc = -1;
+
+	dm_buf_puts(&sql, "WITH ");
+	for (int i = 0; i < ntg; i++)
+		dm_buf_printf(&sql, "%su%d AS (%s)", i ? ", " : "", i, tgs[i].upsert_sql);
+	dm_buf_puts(&sql, " SELECT ");
+	for (int i = 0; i < ntg; i++)
+		dm_buf_printf(&sql, "%s(SELECT pg_catalog.count(*) FILTER (WHERE inserted) FROM u%d),"
+		    " (SELECT pg_catalog.count(*) FILTER (WHERE NOT inserted) FROM u%d)", i ? ", " : "", i, i);
+	PGresult *res = dmpg_exec(conn, dm_buf_cstr(&sql));
+	if (res == NULL)
+		goto out;
+	for (int i = 0; i < ntg; i++) {
+		target *tg = &tgs[i];
+		uint64_t ins = get_u64(res, 0, 2 * i), upd = get_u64(res, 0, 2 * i + 1);
+		tg->ins += ins;
+		tg->upd += upd;
+		/* Staged rows that were neither inserted nor updated: deletes or unchanged rows. */
+		(void)upd;
+	}
+	dmpg_clear(res);
+	rc = 0;
+out:
+	dm_buf_free(&sql);
+	return rc;
+}
+
+static int
+park_deletes(PGconn *conn, target *tg, uint64_t *parked)
+{
+	const char *params[2] = { tg->entity, run_id };
+	PGresult *res = dmpg_exec_params(conn, tg->pending_sql, 2, params);
+
+	if (res == NULL)
+		return -1;
+	uint64_t n = 0;
+	dm_parse_u64(PQcmdTuples(res), &n);
+	*parked = n;
+	dmpg_clear(res);
+	return 0;
+}
+
+/* Deletes the parked keys of all targets in one statement, then forgets them. */
+static int
+apply_deletes(PGconn *conn, target *tgs, int ntg)
+{
+	dm_buf sql = { 0 };
+	const char *params[2 * MAX_TARGETS];
+	int rc = -1;
+
+	dm_buf_puts(&sql, "WITH ");
+	for (int i = 0; i < ntg; i++) {
+		dm_buf_printf(&sql, "%sd%d AS (DELETE FROM %s AS t USING dm.pending_delete p"
+		    " WHERE p.entity = $%d AND (p.ready OR p.run_id = $%d)%s RETURNING 1)",
+		    i ? ", " : "", i, tgs[i].t.qualified, 2 * i + 1, 2 * i + 2, tgs[i].key_join);
+		params[2 * i] = tgs[i].entity;
+		params[2 * i + 1] = run_id;
+	}
+	dm_buf_puts(&sql, " SELECT ");
+	for (int i = 0; i < ntg; i++)
+		dm_buf_printf(&sql, "%s(SELECT pg_catalog.count(*) FROM d%d)", i ? ", " : "", i);
+	PGresult *res = dmpg_exec_params(conn, dm_buf_cstr(&sql), 2 * ntg, params);
+	if (res == NULL)
+		goto out;
+	for (int i = 0; i < ntg; i++)
+		tgs[i].del += get_u64(res, 0, i);
+	dmpg_clear(res);
+	for (int i = 0; i < ntg; i++) {
+		const char *p[2] = { tgs[i].entity, run_id };
+		if (dmpg_run_params(conn, "DELETE FROM dm.pending_delete WHERE entity = $1 AND (ready OR run_id = $2)", 2, p) < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	dm_buf_free(&sql);
+	return rc;
+}
+
+static int
+record_progress(PGconn *conn, target *tg, uint64_t rows)
+{
+	char nrows[32];
+	snprintf(nrows, sizeof nrows, "%llu", (unsigned long long)rows);
+	const char *params[4] = { tg->entity, run_id, nrows, tg->lastkey.len ? dm_buf_cstr(&tg->lastkey) : NULL };
+
+	return dmpg_run_params(conn,
+	    "INSERT INTO dm.checkpoint AS c (entity, run_id, batches, rows_applied, last_key, complete, updated_at)"
+	    " VALUES ($1, $2, 1, $3::pg_catalog.int8, $4, false, pg_catalog.now())"
+	    " ON CONFLICT (entity) DO UPDATE SET run_id = EXCLUDED.run_id,"
+	    " batches = CASE WHEN c.run_id = EXCLUDED.run_id THEN c.batches + 1 ELSE 1 END,"
+	    " rows_applied = CASE WHEN c.run_id = EXCLUDED.run_id THEN c.rows_applied ELSE 0 END + EXCLUDED.rows_applied,"
+	    " last_key = COALESCE(EXCLUDED.last_key, c.last_key), complete = false, updated_at = pg_catalog.now()",
+	    4, params);
+}
+
+/* The work of the transaction that saw the trailer: watermark, deletes, run record. */
+static int
+finish_stream(PGconn *conn, target *tgs, int ntg)
+{
+	if (!defer_deletes) {
+		if (apply_deletes(conn, tgs, ntg) < 0)
+			return -1;
+	} else {
+		for (int i = 0; i < ntg; i++) {
+			const char *p[2] = { tgs[i].entity, run_id };
+			if (dmpg_run_params(conn, "UPDATE dm.pending_delete SET ready = true WHERE entity = $1 AND run_id = $2", 2, p) < 0)
+				return -1;
+		}
+	}
+	for (int i = 0; i < ntg; i++) {
+		target *tg = &tgs[i];
+		char c_ins[32], c_upd[32], c_del[32], c_same[32];
+		snprintf(c_ins, sizeof c_ins, "%llu", (unsigned long long)tg->ins);
+		snprintf(c_upd, sizeof c_upd, "%llu", (unsigned long long)tg->upd);
+		snprintf(c_del, sizeof c_del, "%llu", (unsigned long long)tg->del);
+		snprintf(c_same, sizeof c_same, "%llu", (unsigned long long)tg->same);
+		const char *p[4] = { tg->entity, tg->r.trailer.watermark, tg->r.hdr.change_column, run_id };
+		if (dmpg_run_params(conn,
+		    "UPDATE dm.checkpoint SET watermark = COALESCE($2, watermark),"
+		    " change_column = COALESCE($3, change_column), run_id = $4,"
+		    " complete = true, updated_at = pg_catalog.now() WHERE entity = $1", 4, p) < 0)
+			return -1;
+		const char *q[8] = { run_id, tg->entity, started_at, defer_deletes ? "loaded" : "ok", c_ins, c_upd, c_del, c_same };
+		if (dmpg_run_params(conn,
+		    "INSERT INTO dm.run AS r (run_id, entity, started_at, finished_at, outcome, inserted, updated, deleted, unchanged)"
+		    " VALUES ($1, $2, $3::pg_catalog.timestamptz, pg_catalog.clock_timestamp(), $4,"
+		    " $5::pg_catalog.int8, $6::pg_catalog.int8, $7::pg_catalog.int8, $8::pg_catalog.int8)"
+		    " ON CONFLICT (run_id, entity) DO UPDATE SET finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome,"
+		    " inserted = r.inserted + EXCLUDED.inserted, updated = r.updated + EXCLUDED.updated,"
+		    " deleted = r.deleted + EXCLUDED.deleted, unchanged = r.unchanged + EXCLUDED.unchanged",
+		    8, q) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+end_transaction(PGconn *conn)
+{
+	if (dry_run)
+		return 0;	/* the single dry-run transaction is rolled back at the end */
+	return dmpg_commit(conn);
+}
+
+static int
+begin_transaction(PGconn *conn, int *in_txn)
+{
+	if (dry_run && *in_txn)
+		return 0;
+	if (dmpg_begin(conn, "", NULL) < 0)
+		return -1;
+	*in_txn = 1;
+	return 0;
+}
+
+/* Forgets deletes parked by earlier runs that never saw their trailer. */
+static int
+drop_stale_pending(PGconn *conn, target *tgs, int ntg)
+{
+	int in_txn = 0;
+
+	if (begin_transaction(conn, &in_txn) < 0)
+		return -1;
+	for (int i = 0; i < ntg; i++) {
+		const char *p[1] = { tgs[i].entity };
+		/* This stream recomputes every delete, so older parked ones would only be counted twice. */
+		if (dmpg_run_params(conn, "DELETE FROM dm.pending_delete WHERE entity = $1", 1, p) < 0)
+			return -1;
+	}
+	return end_transaction(conn);
+}
+
+/* One table, many transactions of batch_rows rows. */
+static int
+load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
+{
+	int in_txn = 0;
+
+	for (;;) {
+		if (begin_transaction(conn, &in_txn) < 0)
+			return DM_EXIT_FAIL;
+		int got = stage_rows(conn, tg, batch_rows);
+		if (got == -3)
+			return DM_EXIT_STREAM;
+		if (got < 0)
+			return DM_EXIT_FAIL;
+		uint64_t before = tg->ins + tg->upd, parked = 0;
+		if (apply_upserts(conn, tg, 1) < 0 || park_deletes(conn, tg, &parked) < 0)
+			return DM_EXIT_FAIL;
+		tg->same += tg->staged_rows - parked - (tg->ins + tg->upd - before);
+		if (dmpg_run(conn, tg->drop_stage_sql) < 0)
+			return DM_EXIT_FAIL;
+		if (record_progress(conn, tg, tg->staged_rows) < 0)
+			return DM_EXIT_FAIL;
+		if (got == 0 && finish_stream(conn, tg, 1) < 0)
+			return DM_EXIT_FAIL;
+		if (end_transaction(conn) < 0)
+			return DM_EXIT_FAIL;
+		tg->batches++;
+		dm_debug("batch %llu: %llu rows", (unsigned long long)tg->batches, (unsigned long long)tg->staged_rows);
+		if (got == 0)
+			return DM_EXIT_OK;
+	}
+}
+
+/* A foreign-key cycle: every stream staged, then one statement, one transaction. */
+static int
+load_group(PGconn *conn, target *tgs, int ntg)
+{
+	int in_txn = 0;
+
+	if (begin_transaction(conn, &in_txn) < 0)
+		return DM_EXIT_FAIL;
+	for (int i = 0; i < ntg; i++) {
+		int got = stage_rows(conn, &tgs[i], 0);
+		if (got == -3)
+			return DM_EXIT_STREAM;
+		if (got < 0)
+			return DM_EXIT_FAIL;
+	}
+	uint64_t before[MAX_TARGETS];
+	for (int i = 0; i < ntg; i++)
+		before[i] = tgs[i].ins + tgs[i].upd;
+	if (apply_upserts(conn, tgs, ntg) < 0)
+		return DM_EXIT_FAIL;
+	for (int i = 0; i < ntg; i++) {
+		uint64_t parked = 0;
+		if (park_deletes(conn, &tgs[i], &parked) < 0 || record_progress(conn, &tgs[i], tgs[i].staged_rows) < 0)
+			return DM_EXIT_FAIL;
+		tgs[i].same += tgs[i].staged_rows - parked - (tgs[i].ins + tgs[i].upd - before[i]);
+	}
+	if (finish_stream(conn, tgs, ntg) < 0 || end_transaction(conn) < 0)
+		return DM_EXIT_FAIL;
+	return DM_EXIT_OK;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *db = NULL, *db_env = NULL, *entity_opt = NULL;
+	uint64_t batch_rows = 50000;
+	int apply_only = 0;
+	target tgs[MAX_TARGETS];
+	int ntg = 0, rc = DM_EXIT_FAIL;
+	PGconn *conn = NULL;
+	char run_id_buf[64];
+
+	dm_prog = "dm-load";
+	memset(tgs, 0, sizeof tgs);
+	if (argc > 1)
+		dm_std_option(argv[1], usage_text);
+	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_BATCH, O_DRY, O_DEFER, O_APPLY, O_RUNID };
+	static const struct option opts[] = {
+		{ "db", required_argument, NULL, O_DB },
+		{ "db-env", required_argument, NULL, O_DBENV },
+		{ "table", required_argument, NULL, O_TABLE },
+		{ "entity", required_argument, NULL, O_ENTITY },
+		{ "batch-rows", required_argument, NULL, O_BATCH },
+		{ "dry-run", no_argument, NULL, O_DRY },
+		{ "defer-deletes", no_argument, NULL, O_DEFER },
+		{ "apply-deletes", no_argument, NULL, O_APPLY },
+		{ "run-id", required_argument, NULL, O_RUNID },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "qv", opts, NULL)) != -1) {
+		switch (ch) {
+		case O_DB: db = optarg; break;
+		case O_DBENV: db_env = optarg; break;
+		case O_TABLE:
+			if (ntg == MAX_TARGETS) {
+				dm_err("at most %d --table options", MAX_TARGETS);
+				return DM_EXIT_USAGE;
+			}
+			tgs[ntg++].table_arg = optarg;
+			break;
+		case O_ENTITY: entity_opt = optarg; break;
+		case O_BATCH:
+			if (dm_parse_u64(optarg, &batch_rows) < 0 || batch_rows == 0) {
+				dm_err("--batch-rows %s: expected a positive number", optarg);
+				return DM_EXIT_USAGE;
+			}
+			break;
+		case O_DRY: dry_run = 1; break;
+		case O_DEFER: defer_deletes = 1; break;
+		case O_APPLY: apply_only = 1; break;
+		case O_RUNID: run_id = optarg; break;
+		case 'h': dm_std_option("--help", usage_text); break;
+		case 'V': dm_std_option("--version", usage_text); break;
+		case 'q': dm_verbosity = 0; break;
+		case 'v': dm_verbosity = 2; break;
+		default: usage();
+		}
+	}
+	int nfiles = argc - optind;
+	if (ntg == 0)
+		usage();
+	if (apply_only ? nfiles != 0 : (ntg == 1 ? nfiles > 1 : nfiles != ntg))
+		usage();
+	if (entity_opt != NULL && ntg > 1) {
+		dm_err("--entity goes with a single --table");
+		return DM_EXIT_USAGE;
+	}
+	const char *conninfo = dm_conninfo(db, db_env);
+	if (conninfo == NULL)
+		return DM_EXIT_USAGE;
+	if (run_id == NULL) {
+		snprintf(run_id_buf, sizeof run_id_buf, "%lld-%ld", (long long)time(NULL), (long)getpid());
+		run_id = run_id_buf;
+	}
+	now_text(started_at, sizeof started_at);
+	signal(SIGPIPE, SIG_IGN);
+	dm_subject = entity_opt ? entity_opt : tgs[0].table_arg;
+
+	/* Streams are opened before connecting: a bad stream must not cost a connection. */
+	rc = DM_EXIT_STREAM;
+	for (int i = 0; i < ntg && !apply_only; i++) {
+		target *tg = &tgs[i];
+		tg->path = nfiles ? argv[optind + i] : "-";
+		const char *name = "standard input";
+		if (strcmp(tg->path, "-") == 0) {
+			tg->fp = stdin;
+		} else {
+			name = tg->path;
+			tg->fp = fopen(tg->path, "rb");
+			if (tg->fp == NULL) {
+				dm_err("cannot open %s: %s", tg->path, strerror(errno));
+				rc = DM_EXIT_FAIL;
+				goto out;
+			}
+		}
+		if (dms_reader_open(&tg->r, tg->fp, name) != 0)
+			goto out;
+		tg->reader_open = 1;
+		tg->entity = dm_xstrdup(entity_opt ? entity_opt : tg->r.hdr.entity);
+	}
+	if (!apply_only && entity_opt == NULL)
+		dm_subject = tgs[0].entity;
+
+	rc = DM_EXIT_FAIL;
+	conn = dmpg_connect(conninfo, "destination");
+	if (conn == NULL)
+		goto out;
+	if (dmstate_ensure(conn) < 0)
+		goto out;
+	/* Catalog reads happen in a transaction so the session settings apply. */
+	if (dmpg_begin(conn, "", NULL) < 0)
+		goto out;
+	for (int i = 0; i < ntg; i++) {
+		target *tg = &tgs[i];
+		char *schema = NULL, *name = NULL;
+		if (dm_split_table(tg->table_arg, &schema, &name) < 0) {
+			dm_err("--table %s: expected SCHEMA.TABLE", tg->table_arg);
+			rc = DM_EXIT_USAGE;
+			goto out;
+		}
+		int bad = dmpg_table_load(conn, schema, name, 1, &tg->t);
+		free(schema);
+		free(name);
+		if (bad)
+			goto out;
+		if (apply_only)
+			tg->entity = dm_xstrdup(entity_opt ? entity_opt : tg->table_arg);
+		int p = target_prepare(conn, tg, i, !apply_only);
+		if (p == -2)
+			rc = DM_EXIT_STREAM;
+		if (p < 0)
+			goto out;
+	}
+	if (dmpg_commit(conn) < 0)
+		goto out;
+
+	if (apply_only) {
+		int in_txn = 0;
+		if (begin_transaction(conn, &in_txn) < 0 || apply_deletes(conn, tgs, ntg) < 0 ||
+		    end_transaction(conn) < 0)
+			goto out;
+		rc = DM_EXIT_OK;
+	} else {
+		if (drop_stale_pending(conn, tgs, ntg) < 0)
+			goto out;
+		rc = ntg == 1 ? load_batched(conn, &tgs[0], batch_rows) : load_group(conn, tgs, ntg);
+	}
+	if (dry_run)
+		dmpg_rollback(conn);
+	if (rc == DM_EXIT_OK) {
+		for (int i = 0; i < ntg; i++) {
+			const char *saved = dm_subject;
+			dm_subject = tgs[i].entity;
+			dm_info("%sinsert=%llu update=%llu delete=%llu unchanged=%llu", dry_run ? "dry run: " : "",
+			    (unsigned long long)tgs[i].ins, (unsigned long long)tgs[i].upd,
+			    (unsigned long long)tgs[i].del, (unsigned long long)tgs[i].same);
+			dm_subject = saved;
+		}
+	} else {
+		dmpg_rollback(conn);
+	}
+out:
+	dmpg_finish(conn);
+	for (int i = 0; i < ntg; i++)
+		target_free(&tgs[i]);
+	return rc;
+}

@@ -1,0 +1,287 @@
+# tests/common.bash - the helper every tests/*.bats file loads (`load common`).
+#
+# One throwaway PostgreSQL cluster per .bats file:
+#
+#   load common
+#   setup_file()    { dm_setup_cluster; dm_pagila_template; }
+#   teardown_file() { dm_teardown_cluster; }
+#
+# Exported after dm_setup_cluster (visible to every test of the file):
+#   DM_TEST_DIR    the cluster's directory (data, socket, postgres.log)
+#   DM_TEST_HOST   socket directory (= DM_TEST_DIR), DM_TEST_PORT its port
+#   PGHOST/PGPORT/PGUSER  so a bare `psql -d DB` reaches the test cluster, never a real one
+# Always:
+#   DM_REPO        the repository top; $DM_REPO/bin is first on PATH
+#   DM_DATASETS    $DM_REPO/../shared/datasets (CI clones shared/ beside the repo)
+#   DM_FIXTURES    $DM_REPO/tests/fixtures
+#
+# Functions: dm_createdb, dm_dropdb, dm_psql, dm_conninfo, dm_use, dm_load_pagila,
+# dm_pagila_template, dm_pagila_db, dm_load_fixture, dm_row_count, dm_tables_equal,
+# dm_all_tables_equal (each documented below), plus cluster_* from tests/lib/cluster.sh.
+#
+# The functions check every step and return non-zero with a message on stderr, so they
+# work both called directly in a test (bats' set -e fails the test) and under `run`.
+
+DM_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DM_DATASETS=${DM_DATASETS:-$DM_REPO/../shared/datasets}
+DM_FIXTURES=$DM_REPO/tests/fixtures
+export DM_REPO DM_DATASETS DM_FIXTURES
+
+# The programs under test come from this checkout, never from an installed copy, so
+# bin/ goes first even if it is already on PATH (bats puts its own directory in front).
+# scripts/ is a fallback for dm-migrate in case the build does not copy it into bin/.
+_dm_path=":$PATH:"
+_dm_path=${_dm_path//":$DM_REPO/bin:"/:}
+_dm_path=${_dm_path//":$DM_REPO/scripts:"/:}
+_dm_path=${_dm_path#:}
+PATH=$DM_REPO/bin:$DM_REPO/scripts:${_dm_path%:}
+unset _dm_path
+export PATH
+
+# shellcheck source=tests/lib/cluster.sh
+source "$DM_REPO/tests/lib/cluster.sh"
+
+# bats-support/bats-assert (Debian: bats-support, bats-assert). Only when running under
+# bats, so that this file can also be sourced from a plain shell for debugging.
+DM_BATS_LIB=${DM_BATS_LIB:-/usr/lib/bats}
+if declare -F load >/dev/null 2>&1 && [[ -n "${BATS_TEST_FILENAME:-}" ]]; then
+    load "$DM_BATS_LIB/bats-support/load"
+    load "$DM_BATS_LIB/bats-assert/load"
+fi
+
+# Clients see only the test cluster: drop settings that could point them elsewhere or
+# change what they print, and pin the client encoding (fixtures are UTF-8 whatever the
+# caller's locale is).
+unset PGDATABASE PGSERVICE PGSERVICEFILE PGOPTIONS PGPASSFILE PGSSLMODE PGHOSTADDR \
+    PGTZ PGDATESTYLE PGCLIENTENCODING
+export PGCLIENTENCODING=UTF8 PGCONNECT_TIMEOUT=10 PGAPPNAME=dm-test
+
+# Which psql: the server's own (Debian's /usr/bin/psql wrapper also works, but picks a
+# version by guessing); falls back to PATH.
+DM_PSQL=$(_cl_bindir 2>/dev/null)/psql || true
+[[ -x "$DM_PSQL" ]] || DM_PSQL=psql
+
+# The fixed session settings of design.md, used by the comparator so that its text
+# output does not depend on server or client defaults.
+DM_FIXED_SETTINGS="SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+SET lc_monetary = 'C'; SET search_path = pg_catalog;"
+
+_dm_err() { printf '%s\n' "$*" >&2; return 1; }
+
+# dm_setup_cluster [tcp]: start this file's cluster; call from setup_file.
+# The directory is a fresh mktemp dir under /tmp rather than $BATS_FILE_TMPDIR: bats
+# makes its tmpdirs private to root (the server runs as user postgres and must reach
+# its directory) and their paths can exceed the 107-byte unix socket path limit.
+dm_setup_cluster() {
+    local dir
+    dir=$(mktemp -d "${DM_TEST_TMP:-/tmp}/dm-test.XXXXXX") ||
+        { _dm_err "dm_setup_cluster: mktemp failed"; return 1; }
+    cluster_start "$dir" "${1:-}" || { rmdir "$dir" 2>/dev/null; return 1; }
+    DM_TEST_DIR=$dir
+    DM_TEST_HOST=$PGHOST_DIR
+    DM_TEST_PORT=$PGPORT_NUM
+    PGHOST=$DM_TEST_HOST
+    PGPORT=$DM_TEST_PORT
+    PGUSER=postgres
+    export DM_TEST_DIR DM_TEST_HOST DM_TEST_PORT PGHOST PGPORT PGUSER
+}
+
+# dm_teardown_cluster: stop and remove this file's cluster; call from teardown_file.
+# On failure of the file, the server log is kept next to bats' output for a post mortem
+# if DM_KEEP_LOGS names a directory.
+dm_teardown_cluster() {
+    [[ -n "${DM_TEST_DIR:-}" ]] || return 0
+    if [[ -n "${DM_KEEP_LOGS:-}" && -r "$DM_TEST_DIR/postgres.log" ]]; then
+        mkdir -p "$DM_KEEP_LOGS" &&
+            cp "$DM_TEST_DIR/postgres.log" \
+                "$DM_KEEP_LOGS/$(basename "${BATS_TEST_FILENAME:-test}" .bats).postgres.log"
+    fi
+    cluster_stop "$DM_TEST_DIR"
+    unset DM_TEST_DIR
+}
+
+# dm_conninfo DB: libpq conninfo of database DB on the test cluster.
+dm_conninfo() {
+    [[ -n "${DM_TEST_HOST:-}" ]] || { _dm_err "dm_conninfo: no test cluster (dm_setup_cluster)"; return 1; }
+    printf 'host=%s port=%s user=postgres dbname=%s\n' \
+        "$(_cl_quote "$DM_TEST_HOST")" "$DM_TEST_PORT" "$(_cl_quote "$1")"
+}
+
+# dm_use SRCDB DSTDB: export DM_SOURCE and DM_DEST (what dm-migrate and --db-env read).
+dm_use() {
+    DM_SOURCE=$(dm_conninfo "$1") || return 1
+    DM_DEST=$(dm_conninfo "$2") || return 1
+    export DM_SOURCE DM_DEST
+}
+
+# dm_psql DB [SQL...]: run each SQL argument (each -c is its own transaction), or stdin
+# if there is none, stopping at the first error. Unaligned, tuples only, no psqlrc:
+# `dm_psql db "select 1"` prints "1".
+dm_psql() {
+    local db=${1:-} ci sql args=()
+    [[ -n "$db" ]] || { _dm_err "usage: dm_psql DB [SQL...]"; return 2; }
+    shift
+    ci=$(dm_conninfo "$db") || return 1
+    if (($# == 0)); then
+        args=(-f -)
+    else
+        for sql in "$@"; do args+=(-c "$sql"); done
+    fi
+    "$DM_PSQL" -X -v ON_ERROR_STOP=1 -qAt -d "$ci" "${args[@]}"
+}
+
+# _dm_psql_quiet: dm_psql without NOTICEs ("database does not exist, skipping").
+_dm_psql_quiet() {
+    PGOPTIONS='-c client_min_messages=warning' dm_psql "$@"
+}
+
+# _dm_ident NAME: NAME as a quoted SQL identifier.
+_dm_ident() { local s=${1//\"/\"\"}; printf '"%s"' "$s"; }
+
+# dm_createdb NAME [TEMPLATE]: (re)create database NAME, optionally as a copy of
+# TEMPLATE. Dropping first makes tests re-runnable within one cluster.
+dm_createdb() {
+    local name=${1:-} tpl=${2:-} sql
+    [[ -n "$name" ]] || { _dm_err "usage: dm_createdb NAME [TEMPLATE]"; return 2; }
+    sql="CREATE DATABASE $(_dm_ident "$name")"
+    [[ -n "$tpl" ]] && sql+=" TEMPLATE $(_dm_ident "$tpl")"
+    _dm_psql_quiet postgres "DROP DATABASE IF EXISTS $(_dm_ident "$name") WITH (FORCE)" "$sql"
+}
+
+# dm_dropdb NAME
+dm_dropdb() {
+    _dm_psql_quiet postgres "DROP DATABASE IF EXISTS $(_dm_ident "$1") WITH (FORCE)"
+}
+
+# dm_load_sql DB FILE: load a psql script quietly (query results are discarded, errors
+# stop the load and are shown).
+dm_load_sql() {
+    local db=$1 file=$2 ci
+    [[ -r "$file" ]] || { _dm_err "dm_load_sql: cannot read $file"; return 1; }
+    ci=$(dm_conninfo "$db") || return 1
+    "$DM_PSQL" -X -q -v ON_ERROR_STOP=1 -d "$ci" -f "$file" >/dev/null ||
+        { _dm_err "dm_load_sql: loading $file into $db failed"; return 1; }
+}
+
+# dm_load_fixture DB NAME: load tests/fixtures/NAME.sql into DB (e.g. "awkward").
+dm_load_fixture() {
+    dm_load_sql "$1" "$DM_FIXTURES/$2.sql"
+}
+
+# dm_load_pagila DB: load the Pagila sample database into the existing, empty DB.
+dm_load_pagila() {
+    local db=${1:-} dir=$DM_DATASETS/pagila
+    [[ -n "$db" ]] || { _dm_err "usage: dm_load_pagila DB"; return 2; }
+    [[ -r "$dir/pagila-schema.sql" && -r "$dir/pagila-data.sql" ]] ||
+        { _dm_err "dm_load_pagila: dataset not found in $dir (clone shared/ beside the repo or set DM_DATASETS)"; return 1; }
+    dm_load_sql "$db" "$dir/pagila-schema.sql" &&
+        dm_load_sql "$db" "$dir/pagila-data.sql"
+}
+
+# dm_pagila_template: load Pagila once per cluster into the template database
+# pagila_tpl, so that each test gets its own copy in well under a second with
+# `dm_pagila_db NAME` (CREATE DATABASE NAME TEMPLATE pagila_tpl). Idempotent: a
+# completed template is marked with a database comment; a half-loaded one is redone.
+dm_pagila_template() {
+    local done
+    done=$(dm_psql postgres "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'pagila_tpl'") || return 1
+    [[ "$done" == "dm pagila template" ]] && return 0
+    _dm_psql_quiet postgres "DROP DATABASE IF EXISTS pagila_tpl WITH (FORCE)" &&
+        dm_psql postgres "CREATE DATABASE pagila_tpl" &&
+        dm_load_pagila pagila_tpl &&
+        dm_psql pagila_tpl "VACUUM ANALYZE" &&
+        dm_psql postgres "ALTER DATABASE pagila_tpl WITH IS_TEMPLATE true" \
+            "COMMENT ON DATABASE pagila_tpl IS 'dm pagila template'"
+}
+
+# dm_pagila_db NAME: a fresh copy of Pagila named NAME.
+dm_pagila_db() {
+    dm_pagila_template && dm_createdb "$1" pagila_tpl
+}
+
+# dm_row_count DB TABLE: number of rows of TABLE (SQL name, e.g. public.rental).
+dm_row_count() {
+    dm_psql "$1" "SELECT count(*) FROM $2"
+}
+
+# _dm_dump_table DB TABLE COLS OUT: TABLE's rows, columns COLS, in COPY text format
+# under the fixed settings, sorted by the row's text in byte order ("C"), into OUT.
+# COPY text distinguishes what matters here: NULL (\N) from '' and from the string \N,
+# -0 from 0, 1.50 from 1.5, and escapes tabs, newlines and backslashes.
+_dm_dump_table() {
+    local db=$1 table=$2 cols=$3 out=$4 ci
+    ci=$(dm_conninfo "$db") || return 1
+    "$DM_PSQL" -X -q -v ON_ERROR_STOP=1 -d "$ci" >"$out" <<SQL
+$DM_FIXED_SETTINGS
+COPY (SELECT * FROM (SELECT $cols FROM $table) AS r ORDER BY r::text COLLATE "C")
+  TO STDOUT;
+SQL
+}
+
+# _dm_scratch: a scratch directory under bats' per-test tmpdir (the caller removes it).
+_dm_scratch() {
+    mktemp -d "${BATS_TEST_TMPDIR:-${BATS_FILE_TMPDIR:-${TMPDIR:-/tmp}}}/dmcmp.XXXXXX"
+}
+
+# dm_tables_equal SRCDB DSTDB TABLE: do SRCDB's and DSTDB's TABLE (SQL name as given,
+# e.g. public.rental or 'awk."Odd Name"') hold the same rows? Independent of dm's own
+# code: it compares psql COPY output. Columns are the source's, by name and in the
+# source's order, so a different physical column order in the destination does not
+# matter (extra destination columns are ignored; a missing one is a difference).
+# Returns 0 if equal, 1 if different (a short diff on stderr), 2 if a side is unreadable.
+dm_tables_equal() {
+    local src=${1:-} dst=${2:-} table=${3:-} cols tmp rc=0 ns nd
+    [[ -n "$table" ]] || { _dm_err "usage: dm_tables_equal SRCDB DSTDB SCHEMA.TABLE"; return 2; }
+    cols=$(dm_psql "$src" "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
+        FROM pg_attribute WHERE attrelid = '$(printf '%s' "$table" | sed "s/'/''/g")'::regclass
+         AND attnum > 0 AND NOT attisdropped") && [[ -n "$cols" ]] ||
+        { _dm_err "dm_tables_equal: cannot read the columns of $table in $src"; return 2; }
+    tmp=$(_dm_scratch) || return 2
+    if ! _dm_dump_table "$src" "$table" "$cols" "$tmp/src"; then
+        _dm_err "dm_tables_equal: cannot read $table in $src"; rc=2
+    elif ! _dm_dump_table "$dst" "$table" "$cols" "$tmp/dst"; then
+        _dm_err "dm_tables_equal: cannot read $table (columns $cols) in $dst"; rc=2
+    elif ! cmp -s "$tmp/src" "$tmp/dst"; then
+        ns=$(wc -l <"$tmp/src"); nd=$(wc -l <"$tmp/dst")
+        printf 'dm_tables_equal: %s differs: %s has %d rows, %s has %d rows; first differences:\n' \
+            "$table" "$src" "$ns" "$dst" "$nd" >&2
+        diff -U0 --label "$src" --label "$dst" "$tmp/src" "$tmp/dst" | head -n 20 |
+            cut -c1-300 >&2
+        rc=1
+    fi
+    rm -rf -- "$tmp"
+    return "$rc"
+}
+
+# dm_all_tables_equal SRCDB DSTDB: dm_tables_equal over every ordinary table of SRCDB
+# (leaf partitions, not partitioned parents; no system or temporary schemas) that also
+# exists in DSTDB. Stops at the first difference and names it. Fails if no table could
+# be compared, since that is almost certainly a mistake in the test.
+dm_all_tables_equal() {
+    local src=${1:-} dst=${2:-} t tables n=0 rc list
+    [[ -n "$dst" ]] || { _dm_err "usage: dm_all_tables_equal SRCDB DSTDB"; return 2; }
+    tables=$(dm_psql "$src" "SELECT format('%I.%I', n.nspname, c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname !~ '^pg_(toast|temp_)'
+        ORDER BY 1") || return 2
+    mapfile -t list <<<"$tables"
+    for t in "${list[@]}"; do
+        [[ -n "$t" ]] || continue
+        # Skip tables the destination does not have (to_regclass gives NULL, not error).
+        [[ -n "$(dm_psql "$dst" "SELECT to_regclass('${t//\'/\'\'}')")" ]] || continue
+        # "|| rc=$?" rather than a bare call: under bats' set -e a bare failing call
+        # would end the test before we say which table differs.
+        rc=0
+        dm_tables_equal "$src" "$dst" "$t" || rc=$?
+        if ((rc != 0)); then
+            echo "dm_all_tables_equal: first differing table: $t" >&2
+            return "$rc"
+        fi
+        n=$((n + 1))
+    done
+    ((n > 0)) || { _dm_err "dm_all_tables_equal: no common table between $src and $dst"; return 2; }
+    return 0
+}
