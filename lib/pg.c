@@ -375,3 +375,27 @@ dmpg_copy_in_end(PGconn *conn, const char *abort_reason)
 	}
 	return rc;
 }
+
+int
+dmpg_nrows(const PGresult *res)
+{
+	return PQntuples(res);
+}
+
+const char *
+dmpg_value(const PGresult *res, int row, int col)
+{
+	return PQgetvalue(res, row, col);
+}
+
+int
+dmpg_isnull(const PGresult *res, int row, int col)
+{
+	return PQgetisnull(res, row, col);
+}
+
+const char *
+dmpg_cmd_tuples(PGresult *res)
+{
+	return PQcmdTuples(res);
+}

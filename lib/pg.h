@@ -87,4 +87,12 @@ int dmpg_copy_in_put(PGconn *conn, const char *data, size_t len);
 /* Ends the COPY; with abort_reason it is cancelled. 0 or -1. */
 int dmpg_copy_in_end(PGconn *conn, const char *abort_reason);
 
+
+
+/* Result accessors, so that programs never call libpq themselves. */
+int dmpg_nrows(const PGresult *res);
+const char *dmpg_value(const PGresult *res, int row, int col);
+int dmpg_isnull(const PGresult *res, int row, int col);
+const char *dmpg_cmd_tuples(PGresult *res);
+
 #endif

@@ -48,7 +48,7 @@ dmstate_ensure(PGconn *conn)
 	    " AND pg_catalog.to_regclass('dm.run') IS NOT NULL");
 	if (res == NULL)
 		goto fail;
-	present = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	present = strcmp(dmpg_value(res, 0, 0), "t") == 0;
 	dmpg_clear(res);
 	if (!present) {
 		/* Two first runs at once must not race on CREATE ... IF NOT EXISTS. */

@@ -197,6 +197,50 @@ dms_key_text(dm_buf *out, const dm_value *keys, size_t nkey)
 	dm_buf_putc(out, ')');
 }
 
+/*
+ * Feeds the header's meaning into a checksum, so a damaged header (a column
+ * renamed by a flipped bit) is caught like a damaged row.
+ */
+static void
+dms_canon_cstr(dm_buf *out, const char *s)
+{
+	dm_value v = { s, s ? (uint32_t)strlen(s) : 0, (uint8_t)(s ? DM_TEXT : DM_NULL) };
+
+	dms_canon_append(out, &v, 1);
+}
+
+static void
+dms_digest_header(XXH3_state_t *st, const dms_header *h, dm_buf *scratch)
+{
+	char num[32];
+
+	scratch->len = 0;
+	dms_canon_cstr(scratch, dms_kind_name(h->kind));
+	dms_canon_cstr(scratch, h->entity);
+	dms_canon_cstr(scratch, h->table);
+	for (size_t i = 0; i < h->ncols; i++) {
+		dms_canon_cstr(scratch, h->cols[i].name);
+		dms_canon_cstr(scratch, h->cols[i].type);
+	}
+	for (size_t i = 0; i < h->nkey; i++) {
+		snprintf(num, sizeof num, "%zu", h->key[i]);
+		dms_canon_cstr(scratch, num);
+	}
+	dms_canon_cstr(scratch, h->since);
+	dms_canon_cstr(scratch, h->change_column);
+	XXH3_64bits_update(st, scratch->data, scratch->len);
+}
+
+/* The trailer's watermark is covered too, as the checksum's last input. */
+static uint64_t
+dms_digest_final(XXH3_state_t *st, const char *watermark, dm_buf *scratch)
+{
+	scratch->len = 0;
+	dms_canon_cstr(scratch, watermark);
+	XXH3_64bits_update(st, scratch->data, scratch->len);
+	return XXH3_64bits_digest(st);
+}
+
 /* --- writer --- */
 
 static int
@@ -266,6 +310,7 @@ dms_writer_open(dms_writer *w, FILE *fp, const dms_header *h)
 	dms_pack_cstr_or_nil(pk, h->since);
 	dms_pack_cstr(pk, "change_column");
 	dms_pack_cstr_or_nil(pk, h->change_column);
+	dms_digest_header(w->checksum, h, &w->canon);
 }
 
 void
@@ -308,7 +353,7 @@ dms_writer_finish(dms_writer *w, const char *watermark)
 	msgpack_packer *pk = &w->pk;
 	XXH64_canonical_t c;
 
-	XXH64_canonicalFromHash(&c, XXH3_64bits_digest(w->checksum));
+	XXH64_canonicalFromHash(&c, dms_digest_final(w->checksum, watermark, &w->canon));
 	msgpack_pack_map(pk, 4);
 	dms_pack_cstr(pk, "end");
 	msgpack_pack_true(pk);
@@ -404,7 +449,7 @@ static int
 dms_parse_header(dms_reader *r, const msgpack_object *o)
 {
 	dms_header *h = &r->hdr;
-	int magic = 0, have_kind = 0, have_version = 0, have_cols = 0, have_key = 0;
+	int magic = 0, have_kind = 0, have_version = 0, have_cols = 0, have_key = 0, have_since = 0, have_change = 0;
 	char *kind = NULL;
 	int rc = -1;
 
@@ -438,9 +483,11 @@ dms_parse_header(dms_reader *r, const msgpack_object *o)
 		} else if (dms_key_is(k, "since")) {
 			if (dms_get_str(v, &h->since, 1))
 				goto bad;
+			have_since = 1;
 		} else if (dms_key_is(k, "change_column")) {
 			if (dms_get_str(v, &h->change_column, 1))
 				goto bad;
+			have_change = 1;
 		} else if (dms_key_is(k, "columns")) {
 			if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size == 0 || have_cols)
 				goto bad;
@@ -471,7 +518,9 @@ dms_parse_header(dms_reader *r, const msgpack_object *o)
 	}
 	if (!magic)
 		return dms_bad(r, "no header (is this a dm stream?)");
-	if (!have_version || !have_kind || !have_cols || !have_key || !h->entity || !h->table)
+	/* Every key is required, nil or not: a damaged key name must not pass as "absent". */
+	if (!have_version || !have_kind || !have_cols || !have_key || !have_since || !have_change ||
+	    !h->entity || !h->table)
 		goto bad;
 	for (size_t c = 0; c < h->nkey; c++)
 		if (h->key[c] >= h->ncols)
@@ -520,6 +569,7 @@ dms_reader_open(dms_reader *r, FILE *fp, const char *name)
 	}
 	if (got < 0 || dms_parse_header(r, &r->msg.data) < 0)
 		return DM_EXIT_STREAM;
+	dms_digest_header(r->checksum, &r->hdr, &r->canon);
 	size_t width = r->hdr.ncols > r->hdr.nkey + 1 ? r->hdr.ncols : r->hdr.nkey + 1;
 	r->vals = dm_xcalloc(width + 1, sizeof *r->vals);
 	r->keys = dm_xcalloc(r->hdr.nkey, sizeof *r->keys);
@@ -586,7 +636,7 @@ dms_parse_trailer(dms_reader *r, const msgpack_object *o)
 		return -1;
 	}
 	XXH64_canonical_t got;
-	XXH64_canonicalFromHash(&got, XXH3_64bits_digest(r->checksum));
+	XXH64_canonicalFromHash(&got, dms_digest_final(r->checksum, r->trailer.watermark, &r->canon));
 	if (memcmp(got.digest, want.digest, sizeof got.digest) != 0)
 		return dms_bad(r, "checksum mismatch (corrupted data)");
 	r->trailer.rows = rows;

@@ -39,7 +39,7 @@ static const char usage_text[] =
     "  --db-env VAR       read the connection string from environment variable VAR\n"
     "  --table T          destination table; the stream must be for the same table\n"
     "  --entity NAME      entity name for the checkpoint (default: the stream's)\n"
-    "  --batch-rows N     rows per transaction (default 50000)\n"
+    "  --batch-rows N     rows per transaction (default 50000; 0: all in one)\n"
     "  --dry-run          compute the counts, roll everything back\n"
     "  --defer-deletes    park deletes in dm.pending_delete for --apply-deletes\n"
     "  --apply-deletes    apply parked deletes of the named tables, then exit\n"
@@ -285,7 +285,7 @@ get_u64(PGresult *res, int row, int col)
 {
 	uint64_t v = 0;
 
-	if (dm_parse_u64(PQgetvalue(res, row, col), &v) < 0)
+	if (dm_parse_u64(dmpg_value(res, row, col), &v) < 0)
 		v = 0;
 	return v;
 }
@@ -331,7 +331,7 @@ park_deletes(PGconn *conn, target *tg, uint64_t *parked)
 	if (res == NULL)
 		return -1;
 	uint64_t n = 0;
-	dm_parse_u64(PQcmdTuples(res), &n);
+	dm_parse_u64(dmpg_cmd_tuples(res), &n);
 	*parked = n;
 	dmpg_clear(res);
 	return 0;
@@ -575,8 +575,8 @@ main(int argc, char **argv)
 			break;
 		case O_ENTITY: entity_opt = optarg; break;
 		case O_BATCH:
-			if (dm_parse_u64(optarg, &batch_rows) < 0 || batch_rows == 0) {
-				dm_err("--batch-rows %s: expected a positive number", optarg);
+			if (dm_parse_u64(optarg, &batch_rows) < 0) {
+				dm_err("--batch-rows %s: expected a number (0: one transaction)", optarg);
 				return DM_EXIT_USAGE;
 			}
 			break;

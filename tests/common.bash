@@ -205,18 +205,64 @@ dm_row_count() {
     dm_psql "$1" "SELECT count(*) FROM $2"
 }
 
-# _dm_dump_table DB TABLE COLS OUT: TABLE's rows, columns COLS, in COPY text format
-# under the fixed settings, sorted by the row's text in byte order ("C"), into OUT.
-# COPY text distinguishes what matters here: NULL (\N) from '' and from the string \N,
-# -0 from 0, 1.50 from 1.5, and escapes tabs, newlines and backslashes.
-_dm_dump_table() {
-    local db=$1 table=$2 cols=$3 out=$4 ci
+# The comparator. It uses psql's COPY text output, not dm's code, so a bug in dm cannot
+# hide itself. COPY text distinguishes what matters: NULL (\N) from '' and from the
+# string \N, -0 from 0, 1.50 from 1.5; tabs, newlines and backslashes are escaped.
+# Rows are sorted by their whole text in byte order (COLLATE "C"), so neither the server
+# collation nor the physical order matters. Columns are the source's, by name and in the
+# source's order: a different column order in the destination is not a difference,
+# extra destination columns are ignored, a missing one is an error.
+
+# _dm_copy_sql TABLE COLS: the COPY statement that dumps TABLE's columns COLS.
+_dm_copy_sql() {
+    printf 'COPY (SELECT * FROM (SELECT %s FROM %s) AS r ORDER BY r::text COLLATE "C") TO STDOUT;\n' \
+        "$2" "$1"
+}
+
+# _dm_sql_lit TEXT: TEXT as a SQL string literal.
+_dm_sql_lit() { printf "'%s'" "${1//\'/\'\'}"; }
+
+# _dm_dump DB OUTDIR TABLE<TAB>COLS...: dump each table into OUTDIR/1, OUTDIR/2, ... in
+# one psql session (one connection per side, not one per table: this is what makes
+# dm_all_tables_equal fast enough to call after every step of a test).
+_dm_dump() {
+    local db=$1 outdir=$2 ci i=0 line
+    shift 2
     ci=$(dm_conninfo "$db") || return 1
-    "$DM_PSQL" -X -q -v ON_ERROR_STOP=1 -d "$ci" >"$out" <<SQL
-$DM_FIXED_SETTINGS
-COPY (SELECT * FROM (SELECT $cols FROM $table) AS r ORDER BY r::text COLLATE "C")
-  TO STDOUT;
-SQL
+    {
+        echo "$DM_FIXED_SETTINGS"
+        for line in "$@"; do
+            i=$((i + 1))
+            printf "\\o '%s/%d'\n" "$outdir" "$i"
+            _dm_copy_sql "${line%%$'\t'*}" "${line#*$'\t'}"
+        done
+        printf '\\o\n'
+    } | "$DM_PSQL" -X -q -v ON_ERROR_STOP=1 -d "$ci" -f - >/dev/null
+}
+
+# _dm_columns DB TABLE...: "TABLE<TAB>COLS" for each TABLE (SQL names), from DB's
+# catalog; fails (naming the table) if one does not exist there.
+_dm_columns() {
+    local db=$1 t sql="" sep=""
+    shift
+    for t in "$@"; do
+        sql+="$sep($(_dm_sql_lit "$t"), $(_dm_sql_lit "$t")::regclass)"
+        sep=", "
+    done
+    dm_psql "$db" "SELECT v.name || E'\t' || string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+        FROM (VALUES $sql) AS v(name, rel)
+        JOIN pg_attribute a ON a.attrelid = v.rel AND a.attnum > 0 AND NOT a.attisdropped
+        GROUP BY v.name"
+}
+
+# _dm_report TABLE SRC DST SRCFILE DSTFILE: say how the two dumps differ (on stderr).
+_dm_report() {
+    local ns nd
+    ns=$(wc -l <"$4")
+    nd=$(wc -l <"$5")
+    printf 'dm_tables_equal: %s differs: %s has %d rows, %s has %d rows; first differences:\n' \
+        "$1" "$2" "$ns" "$3" "$nd" >&2
+    diff -U0 --label "$2" --label "$3" "$4" "$5" | head -n 20 | cut -c1-300 >&2
 }
 
 # _dm_scratch: a scratch directory under bats' per-test tmpdir (the caller removes it).
@@ -225,41 +271,34 @@ _dm_scratch() {
 }
 
 # dm_tables_equal SRCDB DSTDB TABLE: do SRCDB's and DSTDB's TABLE (SQL name as given,
-# e.g. public.rental or 'awk."Odd Name"') hold the same rows? Independent of dm's own
-# code: it compares psql COPY output. Columns are the source's, by name and in the
-# source's order, so a different physical column order in the destination does not
-# matter (extra destination columns are ignored; a missing one is a difference).
+# e.g. public.rental or 'awk."Odd Name"') hold the same rows?
 # Returns 0 if equal, 1 if different (a short diff on stderr), 2 if a side is unreadable.
 dm_tables_equal() {
-    local src=${1:-} dst=${2:-} table=${3:-} cols tmp rc=0 ns nd
+    local src=${1:-} dst=${2:-} table=${3:-} meta tmp rc=0
     [[ -n "$table" ]] || { _dm_err "usage: dm_tables_equal SRCDB DSTDB SCHEMA.TABLE"; return 2; }
-    cols=$(dm_psql "$src" "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
-        FROM pg_attribute WHERE attrelid = '$(printf '%s' "$table" | sed "s/'/''/g")'::regclass
-         AND attnum > 0 AND NOT attisdropped") && [[ -n "$cols" ]] ||
+    meta=$(_dm_columns "$src" "$table") && [[ -n "$meta" ]] ||
         { _dm_err "dm_tables_equal: cannot read the columns of $table in $src"; return 2; }
     tmp=$(_dm_scratch) || return 2
-    if ! _dm_dump_table "$src" "$table" "$cols" "$tmp/src"; then
+    mkdir "$tmp/src" "$tmp/dst"
+    if ! _dm_dump "$src" "$tmp/src" "$meta"; then
         _dm_err "dm_tables_equal: cannot read $table in $src"; rc=2
-    elif ! _dm_dump_table "$dst" "$table" "$cols" "$tmp/dst"; then
-        _dm_err "dm_tables_equal: cannot read $table (columns $cols) in $dst"; rc=2
-    elif ! cmp -s "$tmp/src" "$tmp/dst"; then
-        ns=$(wc -l <"$tmp/src"); nd=$(wc -l <"$tmp/dst")
-        printf 'dm_tables_equal: %s differs: %s has %d rows, %s has %d rows; first differences:\n' \
-            "$table" "$src" "$ns" "$dst" "$nd" >&2
-        diff -U0 --label "$src" --label "$dst" "$tmp/src" "$tmp/dst" | head -n 20 |
-            cut -c1-300 >&2
+    elif ! _dm_dump "$dst" "$tmp/dst" "$meta"; then
+        _dm_err "dm_tables_equal: cannot read $table (columns ${meta#*$'\t'}) in $dst"; rc=2
+    elif ! cmp -s "$tmp/src/1" "$tmp/dst/1"; then
+        _dm_report "$table" "$src" "$dst" "$tmp/src/1" "$tmp/dst/1"
         rc=1
     fi
     rm -rf -- "$tmp"
     return "$rc"
 }
 
-# dm_all_tables_equal SRCDB DSTDB: dm_tables_equal over every ordinary table of SRCDB
-# (leaf partitions, not partitioned parents; no system or temporary schemas) that also
-# exists in DSTDB. Stops at the first difference and names it. Fails if no table could
-# be compared, since that is almost certainly a mistake in the test.
+# dm_all_tables_equal SRCDB DSTDB: compare every ordinary table of SRCDB (leaf
+# partitions, not partitioned parents; no system or temporary schemas) that also exists
+# in DSTDB, in name order. Names the first differing table on stderr. Fails (2) if no
+# table could be compared, since that is almost certainly a mistake in the test.
 dm_all_tables_equal() {
-    local src=${1:-} dst=${2:-} t tables n=0 rc list
+    local src=${1:-} dst=${2:-} tables common meta tmp i rc t
+    local -a names metas
     [[ -n "$dst" ]] || { _dm_err "usage: dm_all_tables_equal SRCDB DSTDB"; return 2; }
     tables=$(dm_psql "$src" "SELECT format('%I.%I', n.nspname, c.relname)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -267,21 +306,53 @@ dm_all_tables_equal() {
           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
           AND n.nspname !~ '^pg_(toast|temp_)'
         ORDER BY 1") || return 2
-    mapfile -t list <<<"$tables"
-    for t in "${list[@]}"; do
+    mapfile -t names <<<"$tables"
+    # Which of them the destination has (to_regclass gives NULL rather than an error).
+    local lits="" sep=""
+    for t in "${names[@]}"; do
         [[ -n "$t" ]] || continue
-        # Skip tables the destination does not have (to_regclass gives NULL, not error).
-        [[ -n "$(dm_psql "$dst" "SELECT to_regclass('${t//\'/\'\'}')")" ]] || continue
-        # "|| rc=$?" rather than a bare call: under bats' set -e a bare failing call
-        # would end the test before we say which table differs.
-        rc=0
-        dm_tables_equal "$src" "$dst" "$t" || rc=$?
-        if ((rc != 0)); then
-            echo "dm_all_tables_equal: first differing table: $t" >&2
-            return "$rc"
-        fi
-        n=$((n + 1))
+        lits+="$sep$(_dm_sql_lit "$t")"
+        sep=", "
     done
-    ((n > 0)) || { _dm_err "dm_all_tables_equal: no common table between $src and $dst"; return 2; }
-    return 0
+    [[ -n "$lits" ]] || { _dm_err "dm_all_tables_equal: $src has no tables"; return 2; }
+    common=$(dm_psql "$dst" "SELECT t FROM unnest(ARRAY[$lits]::text[]) WITH ORDINALITY AS u(t, i)
+        WHERE to_regclass(t) IS NOT NULL ORDER BY i") || return 2
+    mapfile -t names <<<"$common"
+    if [[ -z "${names[0]:-}" ]]; then
+        _dm_err "dm_all_tables_equal: no common table between $src and $dst"; return 2
+    fi
+    meta=$(_dm_columns "$src" "${names[@]}") || return 2
+    # _dm_columns groups, which loses the order: put each table's line back in place.
+    local -A colmap
+    local cols
+    while IFS=$'\t' read -r t cols; do colmap[$t]=$cols; done <<<"$meta"
+    metas=()
+    for t in "${names[@]}"; do metas+=("$t"$'\t'"${colmap[$t]}"); done
+
+    tmp=$(_dm_scratch) || return 2
+    mkdir "$tmp/src" "$tmp/dst"
+    rc=0
+    if ! _dm_dump "$src" "$tmp/src" "${metas[@]}" || ! _dm_dump "$dst" "$tmp/dst" "${metas[@]}"; then
+        # A table failed to dump (e.g. a column missing in the destination): redo it
+        # table by table, which names the culprit.
+        rc=0
+        for t in "${names[@]}"; do
+            dm_tables_equal "$src" "$dst" "$t" || { rc=$?; break; }
+        done
+        ((rc != 0)) || rc=2
+    else
+        for ((i = 0; i < ${#names[@]}; i++)); do
+            if ! cmp -s "$tmp/src/$((i + 1))" "$tmp/dst/$((i + 1))"; then
+                t=${names[i]}
+                _dm_report "$t" "$src" "$dst" "$tmp/src/$((i + 1))" "$tmp/dst/$((i + 1))"
+                rc=1
+                break
+            fi
+        done
+    fi
+    rm -rf -- "$tmp"
+    if ((rc != 0)); then
+        echo "dm_all_tables_equal: first differing table: ${t:-?}" >&2
+    fi
+    return "$rc"
 }

@@ -114,6 +114,11 @@ store 2
     run dm_all_tables_equal h_d postgres
     assert_failure 2
     assert_output --partial "no common table"
+    # A destination table that lacks a column cannot be compared: error, named.
+    dm_psql h_d "CREATE TABLE public.category (category_id integer, name text)"
+    run dm_all_tables_equal pagila_tpl h_d
+    assert_failure 2
+    assert_output --partial "first differing table: public.category"
 }
 
 @test "awkward fixture: loads, keeps its awkward values, copies compare equal" {

@@ -1,0 +1,429 @@
+/*
+ * dm-entities - decide what to migrate and in which order, from both
+ * catalogs: every source table that also exists in the destination is an
+ * entity; the destination's foreign keys order them, parents first.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "pg.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: dm-entities (--source CONNINFO | --source-env VAR) (--dest CONNINFO | --dest-env VAR)\n"
+    "                   [-q] [-v] [ENTITY...]\n"
+    "\n"
+    "Prints the entities to migrate in load order, one per line, tab-separated:\n"
+    "LEVEL ENTITY TABLE KEYCOLS CHANGECOL GROUP COLUMNS. Lines starting with #\n"
+    "explain skipped tables and foreign-key cycles.\n";
+
+static void
+usage(void)
+{
+	fputs("usage: dm-entities (--source CONNINFO | --source-env VAR) (--dest CONNINFO | --dest-env VAR) [ENTITY...]\n", stderr);
+	exit(DM_EXIT_USAGE);
+}
+
+typedef struct entity {
+	char *schema, *name, *qualified;
+	dmpg_table src;
+	size_t *parents;	/* entity indexes this one references */
+	size_t nparents;
+	int self_ref;
+	/* Tarjan */
+	int index, lowlink, on_stack;
+	int scc;
+	int level;
+} entity;
+
+typedef struct graph {
+	entity *e;
+	size_t n;
+	int next_index;
+	size_t *stack;
+	size_t sp;
+	int nscc;
+	int *scc_size;
+	int *scc_level;
+} graph;
+
+static int
+find_entity(const graph *g, const char *schema, const char *name)
+{
+	for (size_t i = 0; i < g->n; i++)
+		if (strcmp(g->e[i].schema, schema) == 0 && strcmp(g->e[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Tarjan's strongly connected components: emitted parents first, which is load order. */
+static void
+strongconnect(graph *g, size_t v)
+{
+	entity *e = &g->e[v];
+
+	e->index = e->lowlink = g->next_index++;
+	g->stack[g->sp++] = v;
+	e->on_stack = 1;
+	for (size_t k = 0; k < e->nparents; k++) {
+		size_t w = e->parents[k];
+		if (g->e[w].index < 0) {
+			strongconnect(g, w);
+			if (g->e[w].lowlink < e->lowlink)
+				e->lowlink = g->e[w].lowlink;
+		} else if (g->e[w].on_stack && g->e[w].index < e->lowlink) {
+			e->lowlink = g->e[w].index;
+		}
+	}
+	if (e->lowlink != e->index)
+		return;
+	int id = g->nscc++;
+	int level = 0, size = 0;
+	size_t w;
+	size_t first = g->sp;
+	do {
+		w = g->stack[--first];
+		size++;
+	} while (w != v);
+	for (size_t s = first; s < g->sp; s++) {
+		g->e[g->stack[s]].on_stack = 0;
+		g->e[g->stack[s]].scc = id;
+	}
+	/* Every parent outside this component was emitted earlier and has its level. */
+	for (size_t s = first; s < g->sp; s++) {
+		entity *m = &g->e[g->stack[s]];
+		for (size_t k = 0; k < m->nparents; k++) {
+			int ps = g->e[m->parents[k]].scc;
+			if (ps != id && g->scc_level[ps] + 1 > level)
+				level = g->scc_level[ps] + 1;
+		}
+	}
+	g->scc_size[id] = size;
+	g->scc_level[id] = level;
+	g->sp = first;
+}
+
+static int
+cmp_load_order(const void *pa, const void *pb, void *ctx)
+{
+	const graph *g = ctx;
+	const entity *a = &g->e[*(const size_t *)pa], *b = &g->e[*(const size_t *)pb];
+
+	if (g->scc_level[a->scc] != g->scc_level[b->scc])
+		return g->scc_level[a->scc] < g->scc_level[b->scc] ? -1 : 1;
+	if (a->scc != b->scc) {
+		/* keep a cycle's members together, ordered by their first member's name */
+		return a->scc < b->scc ? -1 : 1;
+	}
+	return strcmp(a->qualified, b->qualified);
+}
+
+/* qsort has no context argument in C11; a small insertion sort keeps it portable. */
+static void
+sort_order(size_t *order, size_t n, graph *g)
+{
+	for (size_t i = 1; i < n; i++) {
+		size_t v = order[i], j = i;
+		while (j > 0 && cmp_load_order(&order[j - 1], &v, g) > 0) {
+			order[j] = order[j - 1];
+			j--;
+		}
+		order[j] = v;
+	}
+}
+
+static int
+has_bad_char(const char *s)
+{
+	return strpbrk(s, ",\t\n\r") != NULL;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *src_ci = NULL, *src_env = NULL, *dst_ci = NULL, *dst_env = NULL;
+	PGconn *src = NULL, *dst = NULL;
+	PGresult *res = NULL;
+	graph g = { 0 };
+	int rc = DM_EXIT_FAIL, errors = 0;
+	size_t *order = NULL;
+	int *group_no = NULL;
+
+	dm_prog = "dm-entities";
+	if (argc > 1)
+		dm_std_option(argv[1], usage_text);
+	enum { O_SRC = 256, O_SRCENV, O_DST, O_DSTENV };
+	static const struct option opts[] = {
+		{ "source", required_argument, NULL, O_SRC },
+		{ "source-env", required_argument, NULL, O_SRCENV },
+		{ "dest", required_argument, NULL, O_DST },
+		{ "dest-env", required_argument, NULL, O_DSTENV },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "qv", opts, NULL)) != -1) {
+		switch (ch) {
+		case O_SRC: src_ci = optarg; break;
+		case O_SRCENV: src_env = optarg; break;
+		case O_DST: dst_ci = optarg; break;
+		case O_DSTENV: dst_env = optarg; break;
+		case 'h': dm_std_option("--help", usage_text); break;
+		case 'V': dm_std_option("--version", usage_text); break;
+		case 'q': dm_verbosity = 0; break;
+		case 'v': dm_verbosity = 2; break;
+		default: usage();
+		}
+	}
+	const char *sci = dm_conninfo(src_ci, src_env);
+	if (sci == NULL)
+		return DM_EXIT_USAGE;
+	const char *dci = dm_conninfo(dst_ci, dst_env);
+	if (dci == NULL)
+		return DM_EXIT_USAGE;
+	signal(SIGPIPE, SIG_IGN);
+	int nwanted = argc - optind;
+	char **wanted = argv + optind;
+	int *wanted_seen = dm_xcalloc((size_t)(nwanted ? nwanted : 1), sizeof *wanted_seen);
+
+	src = dmpg_connect(sci, "source");
+	if (src == NULL)
+		goto out;
+	dst = dmpg_connect(dci, "destination");
+	if (dst == NULL)
+		goto out;
+	if (dmpg_begin(src, "ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL) < 0 ||
+	    dmpg_begin(dst, "ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL) < 0)
+		goto out;
+
+	static const char tables_sql[] =
+	    "SELECT n.nspname, c.relname, c.relkind,"
+	    " EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),"
+	    " c.relispartition AND EXISTS (SELECT 1 FROM pg_catalog.pg_partition_ancestors(c.oid) a"
+	    "   JOIN pg_catalog.pg_index i ON i.indrelid = a.relid AND i.indisprimary WHERE a.relid <> c.oid)"
+	    " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+	    " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dm')"
+	    " AND n.nspname NOT LIKE 'pg\\_%'"
+	    " AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass"
+	    "   AND d.objid = c.oid AND d.deptype = 'e')"
+	    " ORDER BY 1, 2";
+	PGresult *dtabs = dmpg_exec(dst, tables_sql);
+	if (dtabs == NULL)
+		goto out;
+	res = dmpg_exec(src, tables_sql);
+	if (res == NULL) {
+		dmpg_clear(dtabs);
+		goto out;
+	}
+	g.e = dm_xcalloc((size_t)dmpg_nrows(res) + 1, sizeof *g.e);
+	for (int r = 0; r < dmpg_nrows(res); r++) {
+		const char *schema = dmpg_value(res, r, 0), *name = dmpg_value(res, r, 1);
+		char relkind = dmpg_value(res, r, 2)[0];
+		int has_pk = dmpg_value(res, r, 3)[0] == 't', covered = dmpg_value(res, r, 4)[0] == 't';
+		char *q = dm_xasprintf("%s.%s", schema, name);
+		int keep = nwanted == 0;
+		for (int w = 0; w < nwanted; w++)
+			if (strcmp(wanted[w], q) == 0)
+				keep = wanted_seen[w] = 1;
+		int in_dest = 0;
+		for (int d = 0; d < dmpg_nrows(dtabs); d++)
+			if (strcmp(dmpg_value(dtabs, d, 0), schema) == 0 && strcmp(dmpg_value(dtabs, d, 1), name) == 0)
+				in_dest = 1;
+		if (!keep) {
+			free(q);
+			continue;
+		}
+		if (covered) {
+			printf("# %s: partition of a table with a primary key: migrated through its parent\n", q);
+			free(q);
+			continue;
+		}
+		if (relkind == 'p' && !has_pk) {
+			printf("# %s: partitioned table without a primary key: its partitions are the entities\n", q);
+			free(q);
+			continue;
+		}
+		if (!in_dest) {
+			printf("# %s: not in the destination: not migrated\n", q);
+			if (nwanted) {
+				dm_err("%s: no such table in the destination", q);
+				errors++;
+			}
+			free(q);
+			continue;
+		}
+		if (!has_pk) {
+			dm_err("%s: no primary key in the source: dm cannot match its rows (add one, or leave the table out by naming the entities to migrate)", q);
+			errors++;
+			free(q);
+			continue;
+		}
+		entity *e = &g.e[g.n++];
+		e->schema = dm_xstrdup(schema);
+		e->name = dm_xstrdup(name);
+		e->qualified = q;
+		e->index = -1;
+	}
+	dmpg_clear(res);
+	dmpg_clear(dtabs);
+	res = NULL;
+	for (int w = 0; w < nwanted; w++)
+		if (!wanted_seen[w]) {
+			dm_err("%s: no such table in the source (expected SCHEMA.TABLE)", wanted[w]);
+			errors++;
+		}
+
+	/* Both sides must agree on every column the source has, and on the key. */
+	for (size_t i = 0; i < g.n; i++) {
+		entity *e = &g.e[i];
+		dmpg_table dt;
+		const char *saved = dm_subject;
+		dm_subject = e->qualified;
+		if (dmpg_table_load(src, e->schema, e->name, 1, &e->src) < 0) {
+			errors++;
+			dm_subject = saved;
+			continue;
+		}
+		if (dmpg_table_load(dst, e->schema, e->name, 1, &dt) < 0) {
+			errors++;
+			dm_subject = saved;
+			continue;
+		}
+		for (size_t c = 0; c < e->src.ncols; c++) {
+			const dmpg_column *sc = &e->src.cols[c];
+			if (sc->generated)
+				continue;
+			if (has_bad_char(sc->name)) {
+				dm_err("column \"%s\": names with commas, tabs or newlines are not supported", sc->name);
+				errors++;
+			}
+			int d = dmpg_table_column(&dt, sc->name);
+			if (d < 0 || dt.cols[d].generated) {
+				dm_err("column mismatch: the destination has no %scolumn \"%s\" (add it, or migrate with a spec)",
+				    d < 0 ? "" : "writable ", sc->name);
+				errors++;
+			}
+		}
+		int same_key = dt.nkey == e->src.nkey;
+		for (size_t k = 0; same_key && k < dt.nkey; k++)
+			same_key = strcmp(dt.cols[dt.key[k]].name, e->src.cols[e->src.key[k]].name) == 0;
+		if (!same_key) {
+			dm_err("key mismatch: the source and destination primary keys differ");
+			errors++;
+		}
+		dmpg_table_free(&dt);
+		dm_subject = saved;
+	}
+
+	/* Foreign keys of the destination, expanded to the leaf partitions they reach. */
+	res = dmpg_exec(dst,
+	    "SELECT cn.nspname, cr.relname, pn.nspname, pr.relname"
+	    " FROM pg_catalog.pg_constraint k"
+	    " JOIN pg_catalog.pg_class cr ON cr.oid = k.conrelid"
+	    " JOIN pg_catalog.pg_namespace cn ON cn.oid = cr.relnamespace"
+	    " CROSS JOIN LATERAL (SELECT k.confrelid AS relid UNION"
+	    "   SELECT t.relid FROM pg_catalog.pg_partition_tree(k.confrelid) t) ref"
+	    " JOIN pg_catalog.pg_class pr ON pr.oid = ref.relid"
+	    " JOIN pg_catalog.pg_namespace pn ON pn.oid = pr.relnamespace"
+	    " WHERE k.contype = 'f'");
+	if (res == NULL)
+		goto out;
+	for (int r = 0; r < dmpg_nrows(res); r++) {
+		int child = find_entity(&g, dmpg_value(res, r, 0), dmpg_value(res, r, 1));
+		int parent = find_entity(&g, dmpg_value(res, r, 2), dmpg_value(res, r, 3));
+		if (child < 0 || parent < 0)
+			continue;
+		entity *e = &g.e[child];
+		if (child == parent) {
+			e->self_ref = 1;
+			continue;
+		}
+		int dup = 0;
+		for (size_t k = 0; k < e->nparents; k++)
+			dup |= e->parents[k] == (size_t)parent;
+		if (dup)
+			continue;
+		e->parents = dm_xrealloc(e->parents, (e->nparents + 1) * sizeof *e->parents);
+		e->parents[e->nparents++] = (size_t)parent;
+	}
+	dmpg_clear(res);
+	res = NULL;
+	if (errors) {
+		dm_err("%d problem(s) found: nothing to migrate until they are fixed", errors);
+		goto out;
+	}
+
+	g.stack = dm_xcalloc(g.n + 1, sizeof *g.stack);
+	g.scc_size = dm_xcalloc(g.n + 1, sizeof *g.scc_size);
+	g.scc_level = dm_xcalloc(g.n + 1, sizeof *g.scc_level);
+	for (size_t i = 0; i < g.n; i++)
+		if (g.e[i].index < 0)
+			strongconnect(&g, i);
+	order = dm_xcalloc(g.n + 1, sizeof *order);
+	for (size_t i = 0; i < g.n; i++)
+		order[i] = i;
+	sort_order(order, g.n, &g);
+
+	group_no = dm_xcalloc((size_t)g.nscc + 1, sizeof *group_no);
+	int ngroups = 0;
+	for (size_t i = 0; i < g.n; i++) {
+		entity *e = &g.e[order[i]];
+		if (g.scc_size[e->scc] > 1 && group_no[e->scc] == 0) {
+			group_no[e->scc] = ++ngroups;
+			printf("# cycle%d: foreign keys form a cycle between", ngroups);
+			for (size_t j = 0; j < g.n; j++)
+				if (g.e[order[j]].scc == e->scc)
+					printf(" %s", g.e[order[j]].qualified);
+			printf(": loaded together, in one transaction and one statement\n");
+		}
+		if (e->self_ref && g.scc_size[e->scc] == 1)
+			printf("# %s: references itself: loaded in one transaction so parents and children land together\n",
+			    e->qualified);
+	}
+	for (size_t i = 0; i < g.n; i++) {
+		entity *e = &g.e[order[i]];
+		printf("%d\t%s\t%s\t", g.scc_level[e->scc], e->qualified, e->qualified);
+		for (size_t k = 0; k < e->src.nkey; k++)
+			printf("%s%s", k ? "," : "", e->src.cols[e->src.key[k]].name);
+		printf("\t%s\t", e->src.change_col >= 0 ? e->src.cols[e->src.change_col].name : "-");
+		if (g.scc_size[e->scc] > 1)
+			printf("cycle%d\t", group_no[e->scc]);
+		else
+			printf("%s\t", e->self_ref ? "self" : "-");
+		int first = 1;
+		for (size_t c = 0; c < e->src.ncols; c++) {
+			if (e->src.cols[c].generated)
+				continue;
+			printf("%s%s", first ? "" : ",", e->src.cols[c].name);
+			first = 0;
+		}
+		putchar('\n');
+	}
+	dmpg_commit(src);
+	dmpg_commit(dst);
+	if (dm_close_output(stdout, "standard output") < 0)
+		goto out;
+	rc = DM_EXIT_OK;
+out:
+	dmpg_clear(res);
+	dmpg_finish(src);
+	dmpg_finish(dst);
+	for (size_t i = 0; i < g.n; i++) {
+		free(g.e[i].schema);
+		free(g.e[i].name);
+		free(g.e[i].qualified);
+		free(g.e[i].parents);
+		dmpg_table_free(&g.e[i].src);
+	}
+	free(g.e);
+	free(g.stack);
+	free(g.scc_size);
+	free(g.scc_level);
+	free(order);
+	free(group_no);
+	free(wanted_seen);
+	return rc;
+}
