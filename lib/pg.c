@@ -25,6 +25,14 @@ dmpg_last_sqlstate(void)
 	return dmpg_sqlstate;
 }
 
+/* Server notices (e.g. "relation already exists, skipping") are for -v only. */
+static void
+dmpg_notice(void *arg, const char *message)
+{
+	(void)arg;
+	dm_debug("server: %s", message);
+}
+
 PGconn *
 dmpg_connect(const char *conninfo, const char *role)
 {
@@ -43,6 +51,7 @@ dmpg_connect(const char *conninfo, const char *role)
 		PQfinish(conn);
 		return NULL;
 	}
+	PQsetNoticeProcessor(conn, dmpg_notice, NULL);
 	return conn;
 }
 

@@ -75,6 +75,8 @@ typedef struct target {
 } target;
 
 static int dry_run, defer_deletes;
+/* Dry runs share one transaction across every step, so whether one is open is global. */
+static int in_txn;
 static const char *run_id;
 static char started_at[64];
 
@@ -436,17 +438,18 @@ end_transaction(PGconn *conn)
 {
 	if (dry_run)
 		return 0;	/* the single dry-run transaction is rolled back at the end */
+	in_txn = 0;
 	return dmpg_commit(conn);
 }
 
 static int
-begin_transaction(PGconn *conn, int *in_txn)
+begin_transaction(PGconn *conn)
 {
-	if (dry_run && *in_txn)
+	if (dry_run && in_txn)
 		return 0;
 	if (dmpg_begin(conn, "", NULL) < 0)
 		return -1;
-	*in_txn = 1;
+	in_txn = 1;
 	return 0;
 }
 
@@ -454,9 +457,7 @@ begin_transaction(PGconn *conn, int *in_txn)
 static int
 drop_stale_pending(PGconn *conn, target *tgs, int ntg)
 {
-	int in_txn = 0;
-
-	if (begin_transaction(conn, &in_txn) < 0)
+	if (begin_transaction(conn) < 0)
 		return -1;
 	for (int i = 0; i < ntg; i++) {
 		const char *p[1] = { tgs[i].entity };
@@ -471,10 +472,8 @@ drop_stale_pending(PGconn *conn, target *tgs, int ntg)
 static int
 load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
 {
-	int in_txn = 0;
-
 	for (;;) {
-		if (begin_transaction(conn, &in_txn) < 0)
+		if (begin_transaction(conn) < 0)
 			return DM_EXIT_FAIL;
 		int got = stage_rows(conn, tg, batch_rows);
 		if (got == -3)
@@ -504,9 +503,7 @@ load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
 static int
 load_group(PGconn *conn, target *tgs, int ntg)
 {
-	int in_txn = 0;
-
-	if (begin_transaction(conn, &in_txn) < 0)
+	if (begin_transaction(conn) < 0)
 		return DM_EXIT_FAIL;
 	for (int i = 0; i < ntg; i++) {
 		int got = stage_rows(conn, &tgs[i], 0);
@@ -670,8 +667,7 @@ main(int argc, char **argv)
 		goto out;
 
 	if (apply_only) {
-		int in_txn = 0;
-		if (begin_transaction(conn, &in_txn) < 0 || apply_deletes(conn, tgs, ntg) < 0 ||
+			if (begin_transaction(conn) < 0 || apply_deletes(conn, tgs, ntg) < 0 ||
 		    end_transaction(conn) < 0)
 			goto out;
 		rc = DM_EXIT_OK;

@@ -184,9 +184,9 @@ dm_load_pagila() {
 # `dm_pagila_db NAME` (CREATE DATABASE NAME TEMPLATE pagila_tpl). Idempotent: a
 # completed template is marked with a database comment; a half-loaded one is redone.
 dm_pagila_template() {
-    local done
-    done=$(dm_psql postgres "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'pagila_tpl'") || return 1
-    [[ "$done" == "dm pagila template" ]] && return 0
+    local mark
+    mark=$(dm_psql postgres "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'pagila_tpl'") || return 1
+    [[ "$mark" == "dm pagila template" ]] && return 0
     _dm_psql_quiet postgres "DROP DATABASE IF EXISTS pagila_tpl WITH (FORCE)" &&
         dm_psql postgres "CREATE DATABASE pagila_tpl" &&
         dm_load_pagila pagila_tpl &&
@@ -276,6 +276,7 @@ _dm_scratch() {
 dm_tables_equal() {
     local src=${1:-} dst=${2:-} table=${3:-} meta tmp rc=0
     [[ -n "$table" ]] || { _dm_err "usage: dm_tables_equal SRCDB DSTDB SCHEMA.TABLE"; return 2; }
+    # shellcheck disable=SC2015  # either failing is the same error
     meta=$(_dm_columns "$src" "$table") && [[ -n "$meta" ]] ||
         { _dm_err "dm_tables_equal: cannot read the columns of $table in $src"; return 2; }
     tmp=$(_dm_scratch) || return 2

@@ -56,7 +56,7 @@ _cl_bindir() {
         [[ -n "$d" && -x "$d/initdb" ]] && { echo "$d"; return 0; }
     fi
     # Newest installed server version first.
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5nr); do
+    for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k5,5nr); do
         [[ -x "$d/initdb" ]] && { echo "$d"; return 0; }
     done
     d=$(command -v initdb 2>/dev/null) && [[ -n "$d" ]] && { dirname "$d"; return 0; }
