@@ -251,9 +251,12 @@ main(int argc, char **argv)
 			goto out;
 		}
 	}
+	char extra[48] = "";
+	if (n_extra)
+		snprintf(extra, sizeof extra, " extra=%llu", (unsigned long long)n_extra);
 	dm_info("insert=%llu update=%llu delete=%llu unchanged=%llu%s",
 	    (unsigned long long)n_ins, (unsigned long long)n_upd, (unsigned long long)n_del,
-	    (unsigned long long)n_same, n_extra ? dm_xasprintf(" extra=%llu", (unsigned long long)n_extra) : "");
+	    (unsigned long long)n_same, extra);
 	if (check) {
 		static const char *const what[] = { "only in source", "different", "only in destination" };
 		for (int i = 0; i < 3; i++)

@@ -516,8 +516,10 @@ dms_parse_header(dms_reader *r, const msgpack_object *o)
 		}
 		/* Unknown keys are allowed: later minor additions must not break old readers. */
 	}
-	if (!magic)
-		return dms_bad(r, "no header (is this a dm stream?)");
+	if (!magic) {
+		rc = dms_bad(r, "no header (is this a dm stream?)");
+		goto out;
+	}
 	/* Every key is required, nil or not: a damaged key name must not pass as "absent". */
 	if (!have_version || !have_kind || !have_cols || !have_key || !have_since || !have_change ||
 	    !h->entity || !h->table)
