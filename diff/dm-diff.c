@@ -9,6 +9,7 @@
  * own trailer only when both inputs were verified to the end.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "merge.h"
 #include "stream.h"
 
 #include <errno.h>
@@ -100,6 +101,49 @@ sample_add(sample *s, const dm_value *keys, size_t nkey)
 	dms_key_text(&s->text, keys, nkey);
 }
 
+struct diff_ctx {
+	int do_delete, check;
+	dms_writer *w;
+	sample *samples;
+	uint64_t count[4];
+};
+
+static int
+on_key(void *arg, dmm_event ev, const dms_reader *src, const dms_reader *dst)
+{
+	struct diff_ctx *ctx = arg;
+	size_t nkey = src->hdr.nkey;
+
+	ctx->count[ev]++;
+	switch (ev) {
+	case DMM_ONLY_SOURCE:
+		if (ctx->check)
+			sample_add(&ctx->samples[0], src->keys, nkey);
+		else
+			dms_writer_row(ctx->w, DMS_OP_INSERT, src->vals, src->nvals);
+		break;
+	case DMM_CHANGED:
+		if (ctx->check)
+			sample_add(&ctx->samples[1], src->keys, nkey);
+		else
+			dms_writer_row(ctx->w, DMS_OP_UPDATE, src->vals, src->nvals);
+		break;
+	case DMM_ONLY_DEST:
+		if (ctx->check)
+			sample_add(&ctx->samples[2], dst->keys, nkey);
+		else if (ctx->do_delete)
+			dms_writer_row(ctx->w, DMS_OP_DELETE, dst->keys, nkey);
+		break;
+	case DMM_SAME:
+		break;
+	}
+	if (!ctx->check && ferror(stdout)) {
+		dm_err("cannot write stream: %s", strerror(errno ? errno : EIO));
+		return -1;
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -111,9 +155,7 @@ main(int argc, char **argv)
 	int a_open = 0, b_open = 0, w_open = 0;
 	dms_writer w;
 	dms_header out;
-	dm_buf scratch = { 0 };
 	sample samples[3] = { { { 0 }, 0 }, { { 0 }, 0 }, { { 0 }, 0 } };
-	uint64_t n_ins = 0, n_upd = 0, n_del = 0, n_same = 0, n_extra = 0;
 
 	dm_prog = "dm-diff";
 	dms_header_init(&out);
@@ -185,66 +227,16 @@ main(int argc, char **argv)
 		w_open = 1;
 	}
 
-	const dms_keyclass *cls = a.hdr.keyclass;
-	size_t nkey = a.hdr.nkey;
-	unsigned char ha[DMS_HASH_LEN], hb[DMS_HASH_LEN];
-	int ga = dms_reader_next(&a);
-	int gb = ga < 0 ? 0 : dms_reader_next(&b);
-	while (ga >= 0 && gb >= 0 && (ga > 0 || gb > 0)) {
-		int c;
-		if (ga > 0 && gb > 0)
-			c = dms_key_cmp(cls, nkey, a.keys, b.keys);
-		else
-			c = ga > 0 ? -1 : 1;	/* the other side ended with a verified trailer */
-		if (c < 0) {
-			n_ins++;
-			if (check)
-				sample_add(&samples[0], a.keys, nkey);
-			else
-				dms_writer_row(&w, DMS_OP_INSERT, a.vals, a.nvals);
-			ga = dms_reader_next(&a);
-		} else if (c > 0) {
-			if (do_delete || check) {
-				n_del++;
-				if (check)
-					sample_add(&samples[2], b.keys, nkey);
-				else
-					dms_writer_row(&w, DMS_OP_DELETE, b.keys, nkey);
-			} else {
-				n_extra++;
-			}
-			gb = dms_reader_next(&b);
-		} else {
-			const unsigned char *pa = a.hash, *pb = b.hash;
-			if (pa == NULL) {
-				dms_row_hash(a.vals, a.nvals, &scratch, ha);
-				pa = ha;
-			}
-			if (pb == NULL) {
-				dms_row_hash(b.vals, b.nvals, &scratch, hb);
-				pb = hb;
-			}
-			if (memcmp(pa, pb, DMS_HASH_LEN) != 0) {
-				n_upd++;
-				if (check)
-					sample_add(&samples[1], a.keys, nkey);
-				else
-					dms_writer_row(&w, DMS_OP_UPDATE, a.vals, a.nvals);
-			} else {
-				n_same++;
-			}
-			ga = dms_reader_next(&a);
-			if (ga >= 0)
-				gb = dms_reader_next(&b);
-		}
-		if (!check && ferror(stdout)) {
-			dm_err("cannot write stream: %s", strerror(errno ? errno : EIO));
-			rc = DM_EXIT_FAIL;
-			goto out;
-		}
+	struct diff_ctx ctx = { do_delete, check, &w, samples, { 0, 0, 0, 0 } };
+	int m = dmm_merge(&a, &b, on_key, &ctx);
+	uint64_t n_ins = ctx.count[DMM_ONLY_SOURCE], n_upd = ctx.count[DMM_CHANGED];
+	uint64_t n_del = do_delete || check ? ctx.count[DMM_ONLY_DEST] : 0;
+	uint64_t n_extra = do_delete || check ? 0 : ctx.count[DMM_ONLY_DEST];
+	uint64_t n_same = ctx.count[DMM_SAME];
+	if (m != 0) {
+		rc = m;	/* no trailer: whatever was written cannot be trusted downstream */
+		goto out;
 	}
-	if (ga < 0 || gb < 0)
-		goto out;	/* no trailer: whatever was written cannot be trusted downstream */
 	if (!check) {
 		if (dms_writer_finish(&w, a.trailer.watermark) < 0 || dm_close_output(stdout, "stream") < 0) {
 			rc = DM_EXIT_FAIL;
@@ -278,7 +270,6 @@ out:
 	if (fb && fb != stdin)
 		fclose(fb);
 	dms_header_free(&out);
-	dm_buf_free(&scratch);
 	for (int i = 0; i < 3; i++)
 		dm_buf_free(&samples[i].text);
 	return rc;

@@ -35,7 +35,7 @@ typedef struct dm_value {
 extern const char *dm_prog;
 /* The entity or table the program works on, or NULL: the second part of every message. */
 extern const char *dm_subject;
-/* -q lowers it to 0, -v raises it to 2; 1 is the default. */
+/* -q lowers it to 0, -v raises it to 2; 1 is the default; -1 silences even errors (fuzzing). */
 extern int dm_verbosity;
 
 /* Prints "prog: subject: message" on stderr. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #define DMS_READ_CHUNK (256 * 1024)
+#define DMS_MAX_MESSAGE ((size_t)1 << 30)
 
 void
 dms_header_init(dms_header *h)
@@ -390,34 +391,136 @@ dms_bad(dms_reader *r, const char *what)
 	return -1;
 }
 
-/* Gets the next MessagePack object. 1: got one, 0: clean end of input, -1: error printed. */
-static int
-dms_next_object(dms_reader *r)
+/*
+ * Length of the MessagePack object at p, given avail bytes: > 0 when it is
+ * whole, 0 when more input is needed, -1 when it cannot be part of a dm
+ * stream. Claimed lengths are never trusted for allocation: an object is
+ * only as large as the bytes that actually arrived.
+ */
+static int64_t
+dms_mp_skip(const unsigned char *p, size_t avail, int depth)
 {
+	uint64_t n = 0, head, count = 0;	/* count: nested objects that follow */
+
+	if (avail < 1)
+		return 0;
+	unsigned char b = p[0];
+	if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+		return 1;
+	if (depth > 4)
+		return -1;
+#define NEED(k) do { if (avail < (k)) return 0; } while (0)
+#define BE16(q) ((uint64_t)(q)[0] << 8 | (q)[1])
+#define BE32(q) ((uint64_t)(q)[0] << 24 | (uint64_t)(q)[1] << 16 | (uint64_t)(q)[2] << 8 | (q)[3])
+	switch (b) {
+	case 0xcc: case 0xd0: return avail >= 2 ? 2 : 0;
+	case 0xcd: case 0xd1: return avail >= 3 ? 3 : 0;
+	case 0xce: case 0xd2: return avail >= 5 ? 5 : 0;
+	case 0xcf: case 0xd3: return avail >= 9 ? 9 : 0;
+	case 0xc4: case 0xd9: NEED(2); head = 2; n = p[1]; break;
+	case 0xc5: case 0xda: NEED(3); head = 3; n = BE16(p + 1); break;
+	case 0xc6: case 0xdb: NEED(5); head = 5; n = BE32(p + 1); break;
+	case 0xdc: NEED(3); head = 3; count = BE16(p + 1); break;
+	case 0xdd: NEED(5); head = 5; count = BE32(p + 1); break;
+	case 0xde: NEED(3); head = 3; count = 2 * BE16(p + 1); break;
+	case 0xdf: NEED(5); head = 5; count = 2 * BE32(p + 1); break;
+	default:
+		if (b >= 0xa0 && b <= 0xbf) {
+			head = 1;
+			n = b & 0x1f;
+		} else if (b >= 0x90 && b <= 0x9f) {
+			head = 1;
+			count = b & 0x0f;
+		} else if (b >= 0x80 && b <= 0x8f) {
+			head = 1;
+			count = 2 * (uint64_t)(b & 0x0f);
+		} else {
+			return -1;	/* floats and extensions never appear in a dm stream */
+		}
+	}
+#undef NEED
+	if (count == 0)
+		return avail - head >= n ? (int64_t)(head + n) : 0;
+	uint64_t off = head;
+	for (uint64_t i = 0; i < count; i++) {
+		int64_t len = dms_mp_skip(p + off, avail - off, depth + 1);
+		if (len <= 0)
+			return len;
+		off += (uint64_t)len;
+	}
+	return (int64_t)off;
+}
+
+/*
+ * Frames the next message: afterwards buf + start holds frame whole bytes.
+ * 1: framed, 0: clean end of input, -1: error printed.
+ */
+static int
+dms_next_frame(dms_reader *r)
+{
+	r->start += r->frame;
+	r->frame = 0;
 	for (;;) {
-		msgpack_unpack_return ret = msgpack_unpacker_next(&r->up, &r->msg);
-		if (ret == MSGPACK_UNPACK_SUCCESS)
+		size_t avail = r->end - r->start;
+		int64_t len = avail ? dms_mp_skip((const unsigned char *)r->buf + r->start, avail, 0) : 0;
+		if (len < 0)
+			return dms_bad(r, "not MessagePack of the dm kind (corrupted data)");
+		if (len > 0) {
+			r->frame = (size_t)len;
 			return 1;
-		if (ret == MSGPACK_UNPACK_NOMEM_ERROR)
-			return dms_bad(r, "a message is too large");
-		if (ret != MSGPACK_UNPACK_CONTINUE)
-			return dms_bad(r, "not MessagePack (corrupted data)");
-		if (!msgpack_unpacker_reserve_buffer(&r->up, DMS_READ_CHUNK))
-			return dms_bad(r, "out of memory");
-		size_t n = fread(msgpack_unpacker_buffer(&r->up), 1,
-		    msgpack_unpacker_buffer_capacity(&r->up), r->fp);
-		if (n == 0) {
+		}
+		if (r->eof) {
+			if (avail > 0)
+				return dms_bad(r, "truncated in the middle of a message");
+			return 0;
+		}
+		/* Slide what is left to the front, then grow geometrically: rescans stay linear. */
+		if (r->start > 0) {
+			memmove(r->buf, r->buf + r->start, avail);
+			r->start = 0;
+			r->end = avail;
+		}
+		if (r->cap - r->end < DMS_READ_CHUNK || r->end > r->cap / 2) {
+			size_t cap = r->cap ? r->cap * 2 : 4 * DMS_READ_CHUNK;
+			if (cap > DMS_MAX_MESSAGE + 2 * DMS_READ_CHUNK)
+				return dms_bad(r, "a message is larger than 1 GiB");
+			r->buf = dm_xrealloc(r->buf, cap);
+			r->cap = cap;
+		}
+		size_t got = fread(r->buf + r->end, 1, r->cap - r->end, r->fp);
+		if (got == 0) {
 			if (ferror(r->fp)) {
 				dm_err("%s: cannot read stream: %s", r->name, strerror(errno ? errno : EIO));
 				return -1;
 			}
-			/* Bytes received but not yet a whole object: the stream stopped mid-message. */
-			if (r->up.used > r->up.off)
-				return dms_bad(r, "truncated in the middle of a message");
-			return 0;
+			r->eof = 1;
 		}
-		msgpack_unpacker_buffer_consumed(&r->up, n);
+		r->end += got;
 	}
+}
+
+/* Unpacks the framed message as a msgpack object (header and trailer only). */
+static int
+dms_unpack_frame(dms_reader *r)
+{
+	size_t off = 0;
+
+	msgpack_unpacked_destroy(&r->msg);
+	msgpack_unpacked_init(&r->msg);
+	if (msgpack_unpack_next(&r->msg, r->buf + r->start, r->frame, &off) != MSGPACK_UNPACK_SUCCESS)
+		return dms_bad(r, "malformed message");
+	return 0;
+}
+
+/* Gets the next map message. 1: got one, 0: clean end of input, -1: error printed. */
+static int
+dms_next_object(dms_reader *r)
+{
+	int got = dms_next_frame(r);
+
+	if (got <= 0)
+		return got;
+	return dms_unpack_frame(r) < 0 ? -1 : 1;
 }
 
 static int
@@ -552,10 +655,6 @@ dms_reader_open(dms_reader *r, FILE *fp, const char *name)
 	r->fp = fp;
 	r->name = dm_xstrdup(name);
 	dms_header_init(&r->hdr);
-	if (!msgpack_unpacker_init(&r->up, DMS_READ_CHUNK)) {
-		dm_err("out of memory");
-		exit(DM_EXIT_FAIL);
-	}
 	msgpack_unpacked_init(&r->msg);
 	r->checksum = XXH3_createState();
 	if (r->checksum == NULL) {
@@ -577,30 +676,6 @@ dms_reader_open(dms_reader *r, FILE *fp, const char *name)
 	r->keys = dm_xcalloc(r->hdr.nkey, sizeof *r->keys);
 	r->prev_keys = dm_xcalloc(r->hdr.nkey, sizeof *r->prev_keys);
 	return 0;
-}
-
-static int
-dms_get_value(const msgpack_object *o, dm_value *v)
-{
-	switch (o->type) {
-	case MSGPACK_OBJECT_NIL:
-		v->kind = DM_NULL;
-		v->ptr = NULL;
-		v->len = 0;
-		return 0;
-	case MSGPACK_OBJECT_STR:
-		v->kind = DM_TEXT;
-		v->ptr = o->via.str.ptr;
-		v->len = o->via.str.size;
-		return 0;
-	case MSGPACK_OBJECT_BIN:
-		v->kind = DM_BIN;
-		v->ptr = o->via.bin.ptr;
-		v->len = o->via.bin.size;
-		return 0;
-	default:
-		return -1;
-	}
 }
 
 static int
@@ -669,7 +744,7 @@ dms_reader_next(dms_reader *r)
 
 	if (r->done)
 		return 0;
-	int got = dms_next_object(r);
+	int got = dms_next_frame(r);
 	if (got < 0)
 		return -1;
 	if (got == 0) {
@@ -677,9 +752,10 @@ dms_reader_next(dms_reader *r)
 		    r->name, (unsigned long long)r->rows);
 		return -1;
 	}
-	const msgpack_object *o = &r->msg.data;
-	if (o->type == MSGPACK_OBJECT_MAP) {
-		if (dms_parse_trailer(r, o) < 0)
+	const unsigned char *p = (const unsigned char *)r->buf + r->start;
+	const unsigned char *endp = p + r->frame;
+	if ((*p >= 0x80 && *p <= 0x8f) || *p == 0xde || *p == 0xdf) {
+		if (dms_unpack_frame(r) < 0 || dms_parse_trailer(r, &r->msg.data) < 0)
 			return -1;
 		/* Anything after the trailer means two streams were glued or the file is damaged. */
 		got = dms_next_object(r);
@@ -690,18 +766,28 @@ dms_reader_next(dms_reader *r)
 		r->done = 1;
 		return 0;
 	}
-	if (o->type != MSGPACK_OBJECT_ARRAY)
-		return dms_bad(r, "row is not an array");
 
-	const msgpack_object *items = o->via.array.ptr;
-	size_t n = o->via.array.size;
+	/* A row: decoded in place, values point into the frame. dms_mp_skip vouched for every length. */
+	size_t n;
+	if (*p >= 0x90 && *p <= 0x9f) {
+		n = *p & 0x0f;
+		p += 1;
+	} else if (*p == 0xdc) {
+		n = (size_t)p[1] << 8 | p[2];
+		p += 3;
+	} else if (*p == 0xdd) {
+		n = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+		p += 5;
+	} else {
+		return dms_bad(r, "row is not an array");
+	}
 	size_t first = 0;
 	r->op = DMS_OP_NONE;
 	r->hash = NULL;
 	if (h->kind == DMS_CHANGES) {
-		if (n == 0 || items[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || items[0].via.u64 > 2)
+		if (n == 0 || *p > 2)
 			return dms_bad(r, "change without a valid operation");
-		r->op = (int)items[0].via.u64;
+		r->op = *p++;
 		first = 1;
 	}
 	size_t want;
@@ -718,9 +804,39 @@ dms_reader_next(dms_reader *r)
 		return dms_bad(r, msg);
 	}
 	r->nvals = want;
-	for (size_t i = 0; i < want; i++)
-		if (dms_get_value(&items[first + i], &r->vals[i]) < 0)
+	for (size_t i = 0; i < want; i++) {
+		dm_value *v = &r->vals[i];
+		unsigned char b = *p;
+		size_t len, head;
+		if (b == 0xc0) {
+			v->kind = DM_NULL;
+			v->ptr = NULL;
+			v->len = 0;
+			p++;
+			continue;
+		}
+		if (b >= 0xa0 && b <= 0xbf) {
+			head = 1;
+			len = b & 0x1f;
+		} else if (b == 0xd9 || b == 0xc4) {
+			head = 2;
+			len = p[1];
+		} else if (b == 0xda || b == 0xc5) {
+			head = 3;
+			len = (size_t)p[1] << 8 | p[2];
+		} else if (b == 0xdb || b == 0xc6) {
+			head = 5;
+			len = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+		} else {
 			return dms_bad(r, "value of an unknown type");
+		}
+		v->kind = (b == 0xc4 || b == 0xc5 || b == 0xc6) ? DM_BIN : DM_TEXT;
+		v->ptr = (const char *)p + head;
+		v->len = (uint32_t)len;
+		p += head + len;
+	}
+	if (p != endp)
+		return dms_bad(r, "malformed row");
 
 	if (h->kind == DMS_HASHES) {
 		const dm_value *hv = &r->vals[h->nkey];
@@ -766,10 +882,11 @@ dms_reader_next(dms_reader *r)
 void
 dms_reader_free(dms_reader *r)
 {
-	if (r == NULL)
+	/* A zeroed reader was never opened: nothing to release. */
+	if (r == NULL || r->name == NULL)
 		return;
 	msgpack_unpacked_destroy(&r->msg);
-	msgpack_unpacker_destroy(&r->up);
+	free(r->buf);
 	XXH3_freeState(r->checksum);
 	dms_header_free(&r->hdr);
 	free(r->trailer.watermark);

@@ -98,8 +98,12 @@ void dms_writer_free(dms_writer *w);
 typedef struct dms_reader {
 	FILE *fp;
 	char *name;		/* for messages: file name or "standard input" */
-	msgpack_unpacker up;
-	msgpack_unpacked msg;
+	/* a sliding window over the input; one whole message is framed at a time */
+	char *buf;
+	size_t cap, start, end;
+	size_t frame;		/* length of the framed message at buf + start */
+	int eof;
+	msgpack_unpacked msg;	/* header and trailer only: rows are decoded in place */
 	dms_header hdr;
 	dms_trailer trailer;
 	int done;		/* trailer read and verified */
@@ -128,7 +132,7 @@ int dms_reader_open(dms_reader *r, FILE *fp, const char *name);
  * verified trailer, or -1 after printing why the stream is invalid.
  */
 int dms_reader_next(dms_reader *r);
-/* Accepts NULL. Does not close fp. */
+/* Accepts NULL and a zeroed, never opened reader. Does not close fp. */
 void dms_reader_free(dms_reader *r);
 
 #endif

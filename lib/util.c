@@ -12,6 +12,8 @@ const char *dm_prog = "dm";
 const char *dm_subject = NULL;
 int dm_verbosity = 1;
 
+static void dm_vmessage(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+
 static void
 dm_vmessage(const char *fmt, va_list ap)
 {
@@ -45,6 +47,8 @@ dm_err(const char *fmt, ...)
 {
 	va_list ap;
 
+	if (dm_verbosity < 0)
+		return;
 	va_start(ap, fmt);
 	dm_vmessage(fmt, ap);
 	va_end(ap);
