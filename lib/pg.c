@@ -6,6 +6,8 @@
 #include <string.h>
 
 static char dmpg_sqlstate[6];
+static char dmpg_error[1024];
+static int dmpg_quiet;
 
 static void
 dmpg_report(PGconn *conn, const PGresult *res, const char *what)
@@ -16,7 +18,27 @@ dmpg_report(PGconn *conn, const PGresult *res, const char *what)
 	if (msg == NULL || *msg == '\0')
 		msg = PQerrorMessage(conn);
 	snprintf(dmpg_sqlstate, sizeof dmpg_sqlstate, "%s", state ? state : "");
-	dm_err("%s: %s", what, msg);
+	snprintf(dmpg_error, sizeof dmpg_error, "%s: %s", what, msg);
+	size_t n = strlen(dmpg_error);
+	while (n > 0 && (dmpg_error[n - 1] == '\n' || dmpg_error[n - 1] == ' '))
+		dmpg_error[--n] = '\0';
+	for (size_t i = 0; i < n; i++)
+		if (dmpg_error[i] == '\n')
+			dmpg_error[i] = ' ';
+	if (!dmpg_quiet)
+		dm_err("%s", dmpg_error);
+}
+
+void
+dmpg_quiet_errors(int quiet)
+{
+	dmpg_quiet = quiet;
+}
+
+const char *
+dmpg_last_error(void)
+{
+	return dmpg_error;
 }
 
 const char *
@@ -46,6 +68,7 @@ dmpg_connect(const char *conninfo, const char *role)
 		return NULL;
 	}
 	if (PQstatus(conn) != CONNECTION_OK) {
+		dmpg_sqlstate[0] = '\0';
 		/* libpq never puts the password in its message; nor do we print the conninfo. */
 		dm_err("cannot connect to %s: %s", role, PQerrorMessage(conn));
 		PQfinish(conn);

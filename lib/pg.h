@@ -50,6 +50,10 @@ void dmpg_clear(PGresult *res);
 
 /* The SQLSTATE of the last error dmpg saw on this process, or "" . */
 const char *dmpg_last_sqlstate(void);
+/* The last error, as one line. */
+const char *dmpg_last_error(void);
+/* While on, errors are only kept for dmpg_last_error, not printed (the caller decides). */
+void dmpg_quiet_errors(int quiet);
 
 /*
  * Starts a transaction and pins the session settings that make text output

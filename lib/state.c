@@ -1,6 +1,7 @@
 /* state.c - the dm schema in the destination. */
 #include "state.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const char dmstate_ddl[] =
@@ -31,7 +32,13 @@ static const char dmstate_ddl[] =
     " updated bigint NOT NULL DEFAULT 0,"
     " deleted bigint NOT NULL DEFAULT 0,"
     " unchanged bigint NOT NULL DEFAULT 0,"
-    " PRIMARY KEY (run_id, entity));";
+    " PRIMARY KEY (run_id, entity));"
+    "CREATE TABLE IF NOT EXISTS dm.lease ("
+    " entity text PRIMARY KEY,"
+    " owner text NOT NULL,"
+    " pid integer,"
+    " backend_start timestamptz,"
+    " expires timestamptz NOT NULL);";
 
 int
 dmstate_ensure(PGconn *conn)
@@ -45,7 +52,8 @@ dmstate_ensure(PGconn *conn)
 	res = dmpg_exec(conn,
 	    "SELECT pg_catalog.to_regclass('dm.checkpoint') IS NOT NULL"
 	    " AND pg_catalog.to_regclass('dm.pending_delete') IS NOT NULL"
-	    " AND pg_catalog.to_regclass('dm.run') IS NOT NULL");
+	    " AND pg_catalog.to_regclass('dm.run') IS NOT NULL"
+	    " AND pg_catalog.to_regclass('dm.lease') IS NOT NULL");
 	if (res == NULL)
 		goto fail;
 	present = strcmp(dmpg_value(res, 0, 0), "t") == 0;
@@ -61,4 +69,69 @@ fail:
 	dm_err("cannot set up the dm schema in the destination (the role needs CREATE on the database, or an existing dm schema)");
 	dmpg_rollback(conn);
 	return -1;
+}
+
+/* The holder's backend identifies it: gone from pg_stat_activity means the holder died. */
+static const char dmstate_me[] =
+    "pg_catalog.pg_backend_pid(), (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a"
+    " WHERE a.pid = pg_catalog.pg_backend_pid())";
+
+int
+dmstate_lease_take(PGconn *conn, const char *entity, const char *owner, int ttl_seconds, char **holder)
+{
+	char ttl[32];
+	snprintf(ttl, sizeof ttl, "%d seconds", ttl_seconds);
+	const char *p[3] = { entity, owner, ttl };
+	char *sql = dm_xasprintf(
+	    "INSERT INTO dm.lease AS l (entity, owner, pid, backend_start, expires)"
+	    " VALUES ($1, $2, %s, pg_catalog.now() + $3::pg_catalog.interval)"
+	    " ON CONFLICT (entity) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid,"
+	    " backend_start = EXCLUDED.backend_start, expires = EXCLUDED.expires"
+	    " WHERE l.owner = EXCLUDED.owner OR l.expires < pg_catalog.now()"
+	    " OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a"
+	    "   WHERE a.pid = l.pid AND a.backend_start IS NOT DISTINCT FROM l.backend_start)"
+	    " RETURNING owner", dmstate_me);
+	PGresult *res = dmpg_exec_params(conn, sql, 3, p);
+	free(sql);
+	if (res == NULL)
+		return -1;
+	int got = dmpg_nrows(res) == 1;
+	dmpg_clear(res);
+	if (got)
+		return 1;
+	*holder = NULL;
+	const char *q[1] = { entity };
+	res = dmpg_exec_params(conn, "SELECT owner || ' (until ' || expires::pg_catalog.text || ')' FROM dm.lease WHERE entity = $1", 1, q);
+	if (res != NULL && dmpg_nrows(res) == 1)
+		*holder = dm_xstrdup(dmpg_value(res, 0, 0));
+	dmpg_clear(res);
+	return 0;
+}
+
+int
+dmstate_lease_renew(PGconn *conn, const char *entity, const char *owner, int ttl_seconds)
+{
+	char ttl[32];
+	snprintf(ttl, sizeof ttl, "%d seconds", ttl_seconds);
+	const char *p[3] = { entity, owner, ttl };
+	char *sql = dm_xasprintf(
+	    "UPDATE dm.lease SET expires = pg_catalog.now() + $3::pg_catalog.interval,"
+	    " (pid, backend_start) = (SELECT %s) WHERE entity = $1 AND owner = $2", dmstate_me);
+	PGresult *res = dmpg_exec_params(conn, sql, 3, p);
+	free(sql);
+	if (res == NULL)
+		return -1;
+	int ok = strcmp(dmpg_cmd_tuples(res), "1") == 0;
+	dmpg_clear(res);
+	if (!ok)
+		dm_err("lost the entity's lease to another run: stopping (nothing of this batch was applied)");
+	return ok ? 0 : -1;
+}
+
+int
+dmstate_lease_release(PGconn *conn, const char *entity, const char *owner)
+{
+	const char *p[2] = { entity, owner };
+
+	return dmpg_run_params(conn, "DELETE FROM dm.lease WHERE entity = $1 AND owner = $2", 2, p);
 }

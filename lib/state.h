@@ -10,4 +10,16 @@
 /* Creates the dm schema and tables when missing. Runs its own transaction. 0 or -1. */
 int dmstate_ensure(PGconn *conn);
 
+/*
+ * Leases keep two runs from loading one entity at once, without session
+ * state (PgBouncer-safe). Each call runs inside the caller's transaction.
+ * take: 1 taken (or already ours), 0 held by a live run (*holder gets a
+ * malloc'd description), -1 error. A lease whose holder's backend is gone,
+ * or that expired, is taken over.
+ */
+int dmstate_lease_take(PGconn *conn, const char *entity, const char *owner, int ttl_seconds, char **holder);
+/* Extends our lease; -1 (message printed) when it is no longer ours. */
+int dmstate_lease_renew(PGconn *conn, const char *entity, const char *owner, int ttl_seconds);
+int dmstate_lease_release(PGconn *conn, const char *entity, const char *owner);
+
 #endif

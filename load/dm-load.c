@@ -44,6 +44,12 @@ static const char usage_text[] =
     "  --defer-deletes    park deletes in dm.pending_delete for --apply-deletes\n"
     "  --apply-deletes    apply parked deletes of the named tables, then exit\n"
     "  --run-id ID        run id recorded in dm.checkpoint and dm.run\n"
+    "  --rejects FILE     rows the destination refuses go to FILE (a changes stream)\n"
+    "                     and the rest still lands; exit 5 if any was refused\n"
+    "  --max-rejects N    stop once more than N rows were refused\n"
+    "  --max-delete-share PCT  refuse to delete more than PCT%% of a table (default 10)\n"
+    "  --force            delete however many rows the stream says\n"
+    "  --wait SECONDS     wait that long for another run's lease on the entity (default 0)\n"
     "  -q, -v             quieter, more verbose\n"
     "  --help, --version\n";
 
@@ -72,9 +78,21 @@ typedef struct target {
 	uint64_t ins, upd, del, same, staged_rows, batches;
 	dm_buf copybuf;
 	dm_buf lastkey;
+	FILE *spool;		/* with --rejects: the batch's COPY text, to replay row by row */
+	int *is_bin;		/* per stream column: bytea, to read the spool back */
+	int leased;
 } target;
 
-static int dry_run, defer_deletes;
+static int dry_run, defer_deletes, force;
+static uint64_t max_delete_pct = 10;
+static int lease_seconds = 120;
+static char lease_owner[128];
+static const char *rejects_path;
+static uint64_t max_rejects = UINT64_MAX;
+static FILE *rejects_fp;
+static dms_writer rejects_w;
+static int rejects_open;
+static uint64_t rejected;
 /* Dry runs share one transaction across every step, so whether one is open is global. */
 static int in_txn;
 static const char *run_id;
@@ -121,6 +139,10 @@ target_prepare(PGconn *conn, target *tg, int idx, int need_stream)
 			}
 			if (tg->t.cols[map[i]].identity_always)
 				overriding = 1;
+			if (tg->is_bin == NULL)
+				tg->is_bin = dm_xcalloc(h->ncols + 1, sizeof *tg->is_bin);
+			/* the spool line starts with the op: column i is field i + 1 */
+			tg->is_bin[i + 1] = tg->t.cols[map[i]].is_bytea;
 		}
 		if (h->nkey != tg->t.nkey) {
 			dm_err("key mismatch: the stream's key has %zu columns, the destination's primary key %zu",
@@ -212,12 +234,28 @@ target_free(target *tg)
 	free(tg->drop_stage_sql);
 	dm_buf_free(&tg->copybuf);
 	dm_buf_free(&tg->lastkey);
+	if (tg->spool != NULL)
+		fclose(tg->spool);
+	free(tg->is_bin);
+}
+
+static int
+spool_write(target *tg)
+{
+	if (tg->spool == NULL)
+		return 0;
+	if (fwrite(tg->copybuf.data, 1, tg->copybuf.len, tg->spool) != tg->copybuf.len) {
+		dm_err("cannot write the spool file: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 /*
  * Streams up to max_rows rows (0: all) of the target's stream into its
  * staging table. Returns 1 when rows remain, 0 at the verified trailer,
- * -1 on a database error, -3 on an invalid stream (COPY cancelled).
+ * -1 on a database error, -3 on an invalid stream (COPY cancelled), and
+ * -2 (end reached) or -4 (rows remain) when the server refused the data.
  */
 static int
 stage_rows(PGconn *conn, target *tg, uint64_t max_rows)
@@ -231,6 +269,17 @@ stage_rows(PGconn *conn, target *tg, uint64_t max_rows)
 		return -1;
 	tg->copybuf.len = 0;
 	tg->staged_rows = 0;
+	if (rejects_path != NULL) {
+		if (tg->spool == NULL && (tg->spool = tmpfile()) == NULL) {
+			dm_err("cannot create a spool file for --rejects: %s", strerror(errno));
+			return -1;
+		}
+		rewind(tg->spool);
+		if (ftruncate(fileno(tg->spool), 0) < 0) {
+			dm_err("cannot truncate the spool file: %s", strerror(errno));
+			return -1;
+		}
+	}
 	while (max_rows == 0 || n < max_rows) {
 		got = dms_reader_next(&tg->r);
 		if (got <= 0)
@@ -261,7 +310,7 @@ stage_rows(PGconn *conn, target *tg, uint64_t max_rows)
 		}
 		n++;
 		if (tg->copybuf.len >= COPY_CHUNK) {
-			if (dmpg_copy_in_put(conn, tg->copybuf.data, tg->copybuf.len) < 0)
+			if (spool_write(tg) < 0 || dmpg_copy_in_put(conn, tg->copybuf.data, tg->copybuf.len) < 0)
 				return -1;
 			tg->copybuf.len = 0;
 		}
@@ -270,11 +319,13 @@ stage_rows(PGconn *conn, target *tg, uint64_t max_rows)
 		dmpg_copy_in_end(conn, "dm-load: invalid input stream");
 		return -3;
 	}
-	if (tg->copybuf.len && dmpg_copy_in_put(conn, tg->copybuf.data, tg->copybuf.len) < 0)
+	if (tg->copybuf.len && (spool_write(tg) < 0 || dmpg_copy_in_put(conn, tg->copybuf.data, tg->copybuf.len) < 0))
 		return -1;
 	if (dmpg_copy_in_end(conn, NULL) < 0)
-		return -1;
+		got = got == 0 ? -2 : -4;	/* the data was refused: the caller may replay it row by row */
 	tg->staged_rows = n;
+	if (got <= -2)
+		return got;
 	if (n > 0) {
 		tg->lastkey.len = 0;
 		dms_key_text(&tg->lastkey, tg->r.keys, tg->r.hdr.nkey);
@@ -347,6 +398,32 @@ apply_deletes(PGconn *conn, target *tgs, int ntg)
 	const char *params[2 * MAX_TARGETS];
 	int rc = -1;
 
+	for (int i = 0; i < ntg && !force; i++) {
+		const char *p[2] = { tgs[i].entity, run_id };
+		PGresult *pr = dmpg_exec_params(conn, "SELECT pg_catalog.count(*) FROM dm.pending_delete"
+		    " WHERE entity = $1 AND (ready OR run_id = $2)", 2, p);
+		if (pr == NULL)
+			goto out;
+		uint64_t pending = get_u64(pr, 0, 0);
+		dmpg_clear(pr);
+		if (pending == 0)
+			continue;
+		char *count_sql = dm_xasprintf("SELECT pg_catalog.count(*) FROM %s", tgs[i].t.qualified);
+		pr = dmpg_exec(conn, count_sql);
+		free(count_sql);
+		if (pr == NULL)
+			goto out;
+		uint64_t total = get_u64(pr, 0, 0);
+		dmpg_clear(pr);
+		if (pending * 100 > total * max_delete_pct) {
+			const char *saved = dm_subject;
+			dm_subject = tgs[i].entity;
+			dm_err("refusing to delete %llu of %llu rows (more than %llu%%): check the source, or rerun with --force",
+			    (unsigned long long)pending, (unsigned long long)total, (unsigned long long)max_delete_pct);
+			dm_subject = saved;
+			goto out;
+		}
+	}
 	dm_buf_puts(&sql, "WITH ");
 	for (int i = 0; i < ntg; i++) {
 		dm_buf_printf(&sql, "%sd%d AS (DELETE FROM %s AS t USING dm.pending_delete p"
@@ -468,6 +545,117 @@ drop_stale_pending(PGconn *conn, target *tgs, int ntg)
 	return end_transaction(conn);
 }
 
+static int
+is_data_error(void)
+{
+	const char *st = dmpg_last_sqlstate();
+
+	/* class 22: data exception; class 23: integrity constraint violation */
+	return st[0] == '2' && (st[1] == '2' || st[1] == '3');
+}
+
+/* Writes one refused row to the reject stream (a changes stream dm-load can replay). */
+static int
+reject_row(target *tg, const char *line, size_t len, const char *why)
+{
+	dm_buf store = { 0 }, key = { 0 };
+	size_t ncols = tg->r.hdr.ncols;
+	dm_value *vals = dm_xcalloc(ncols + 1, sizeof *vals);
+	int rc = -1;
+
+	if (dmcopy_parse(line, len, ncols + 1, tg->is_bin, &store, vals) < 0)
+		goto out;
+	if (!rejects_open) {
+		dms_header h;
+		dms_header_copy(&h, &tg->r.hdr);
+		h.kind = DMS_CHANGES;
+		rejects_fp = fopen(rejects_path, "wb");
+		if (rejects_fp == NULL) {
+			dm_err("cannot create %s: %s", rejects_path, strerror(errno));
+			dms_header_free(&h);
+			goto out;
+		}
+		dms_writer_open(&rejects_w, rejects_fp, &h);
+		dms_header_free(&h);
+		rejects_open = 1;
+	}
+	int op = vals[0].len == 1 ? vals[0].ptr[0] - '0' : DMS_OP_INSERT;
+	dms_writer_row(&rejects_w, op, vals + 1, ncols);
+	for (size_t k = 0; k < tg->r.hdr.nkey; k++)
+		vals[k] = vals[1 + tg->r.hdr.key[k]];
+	dms_key_text(&key, vals, tg->r.hdr.nkey);
+	dm_err("rejected %s: %s", dm_buf_cstr(&key), why);
+	rejected++;
+	rc = 0;
+out:
+	free(vals);
+	dm_buf_free(&store);
+	dm_buf_free(&key);
+	return rc;
+}
+
+/*
+ * The batch was refused as a whole: apply it again one row at a time, each
+ * under a savepoint, so good rows land and refused ones go to --rejects.
+ */
+static int
+replay_rows(PGconn *conn, target *tg)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int rc = DM_EXIT_FAIL;
+
+	dm_info("the destination refused a row of this batch: applying it row by row");
+	if (fflush(tg->spool) != 0 || fseek(tg->spool, 0, SEEK_SET) != 0) {
+		dm_err("cannot read back the spool file: %s", strerror(errno));
+		return DM_EXIT_FAIL;
+	}
+	if (dmpg_run(conn, tg->create_stage_sql) < 0)
+		return DM_EXIT_FAIL;
+	while ((len = getline(&line, &cap, tg->spool)) > 0) {
+		uint64_t before = tg->ins + tg->upd, parked = 0, ins0 = tg->ins, upd0 = tg->upd;
+		if (dmpg_run(conn, "SAVEPOINT dm_row") < 0)
+			goto out;
+		dmpg_quiet_errors(1);
+		int bad = dmpg_copy_in_start(conn, tg->copy_sql) < 0 ||
+		    dmpg_copy_in_put(conn, line, (size_t)len) < 0 || dmpg_copy_in_end(conn, NULL) < 0 ||
+		    apply_upserts(conn, tg, 1) < 0 || park_deletes(conn, tg, &parked) < 0;
+		dmpg_quiet_errors(0);
+		if (bad) {
+			if (!is_data_error()) {
+				dm_err("%s", dmpg_last_error());
+				goto out;
+			}
+			char *why = dm_xasprintf("%s (SQLSTATE %s)", dmpg_last_error(), dmpg_last_sqlstate());
+			tg->ins = ins0;
+			tg->upd = upd0;
+			int r = dmpg_run(conn, "ROLLBACK TO SAVEPOINT dm_row");
+			int w = r < 0 ? -1 : reject_row(tg, line, (size_t)len, why);
+			free(why);
+			if (r < 0 || w < 0)
+				goto out;
+			if (rejected > max_rejects) {
+				dm_err("more than %llu rows rejected (--max-rejects): stopping", (unsigned long long)max_rejects);
+				goto out;
+			}
+		} else {
+			if (dmpg_run(conn, "RELEASE SAVEPOINT dm_row") < 0)
+				goto out;
+			tg->same += 1 - parked - (tg->ins + tg->upd - before);
+		}
+		char *clear = dm_xasprintf("TRUNCATE %s", tg->stage);
+		int c = dmpg_run(conn, clear);
+		free(clear);
+		if (c < 0)
+			goto out;
+	}
+	rc = DM_EXIT_OK;
+out:
+	free(line);
+	return rc;
+}
+
 /* One table, many transactions of batch_rows rows. */
 static int
 load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
@@ -475,15 +663,39 @@ load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
 	for (;;) {
 		if (begin_transaction(conn) < 0)
 			return DM_EXIT_FAIL;
-		int got = stage_rows(conn, tg, batch_rows);
-		if (got == -3)
-			return DM_EXIT_STREAM;
-		if (got < 0)
+		if (dmstate_lease_renew(conn, tg->entity, lease_owner, lease_seconds) < 0)
+			return DM_EXIT_LOCKED;
+		if (dmpg_run(conn, "SAVEPOINT dm_batch") < 0)
 			return DM_EXIT_FAIL;
 		uint64_t before = tg->ins + tg->upd, parked = 0;
-		if (apply_upserts(conn, tg, 1) < 0 || park_deletes(conn, tg, &parked) < 0)
+		if (rejects_path != NULL)
+			dmpg_quiet_errors(1);
+		int got = stage_rows(conn, tg, batch_rows);
+		int refused = got == -2 || got == -4;
+		if (!refused && got >= 0 && apply_upserts(conn, tg, 1) < 0)
+			refused = 1;
+		dmpg_quiet_errors(0);
+		if (got == -3)
+			return DM_EXIT_STREAM;
+		if (got == -1)
 			return DM_EXIT_FAIL;
-		tg->same += tg->staged_rows - parked - (tg->ins + tg->upd - before);
+		if (refused) {
+			if (rejects_path == NULL || !is_data_error()) {
+				if (rejects_path != NULL)
+					dm_err("%s", dmpg_last_error());
+				return DM_EXIT_FAIL;
+			}
+			got = got == -4 || got == 1 ? 1 : 0;
+			if (dmpg_run(conn, "ROLLBACK TO SAVEPOINT dm_batch") < 0)
+				return DM_EXIT_FAIL;
+			int rc = replay_rows(conn, tg);
+			if (rc != DM_EXIT_OK)
+				return rc;
+		} else {
+			if (park_deletes(conn, tg, &parked) < 0)
+				return DM_EXIT_FAIL;
+			tg->same += tg->staged_rows - parked - (tg->ins + tg->upd - before);
+		}
 		if (dmpg_run(conn, tg->drop_stage_sql) < 0)
 			return DM_EXIT_FAIL;
 		if (record_progress(conn, tg, tg->staged_rows) < 0)
@@ -543,7 +755,9 @@ main(int argc, char **argv)
 	memset(tgs, 0, sizeof tgs);
 	if (argc > 1)
 		dm_std_option(argv[1], usage_text);
-	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_BATCH, O_DRY, O_DEFER, O_APPLY, O_RUNID };
+	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_BATCH, O_DRY, O_DEFER, O_APPLY, O_RUNID,
+		O_FORCE, O_MAXDEL, O_REJECTS, O_MAXREJ, O_WAIT };
+	uint64_t wait_seconds = 0;
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, O_DB },
 		{ "db-env", required_argument, NULL, O_DBENV },
@@ -554,6 +768,11 @@ main(int argc, char **argv)
 		{ "defer-deletes", no_argument, NULL, O_DEFER },
 		{ "apply-deletes", no_argument, NULL, O_APPLY },
 		{ "run-id", required_argument, NULL, O_RUNID },
+		{ "force", no_argument, NULL, O_FORCE },
+		{ "max-delete-share", required_argument, NULL, O_MAXDEL },
+		{ "rejects", required_argument, NULL, O_REJECTS },
+		{ "max-rejects", required_argument, NULL, O_MAXREJ },
+		{ "wait", required_argument, NULL, O_WAIT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -581,6 +800,24 @@ main(int argc, char **argv)
 		case O_DEFER: defer_deletes = 1; break;
 		case O_APPLY: apply_only = 1; break;
 		case O_RUNID: run_id = optarg; break;
+		case O_FORCE: force = 1; break;
+		case O_REJECTS: rejects_path = optarg; break;
+		case O_MAXDEL:
+		case O_MAXREJ:
+		case O_WAIT: {
+			uint64_t v;
+			if (dm_parse_u64(optarg, &v) < 0 || (ch == O_MAXDEL && v > 100)) {
+				dm_err("%s: expected a whole number%s", optarg, ch == O_MAXDEL ? " from 0 to 100" : "");
+				return DM_EXIT_USAGE;
+			}
+			if (ch == O_MAXDEL)
+				max_delete_pct = v;
+			else if (ch == O_MAXREJ)
+				max_rejects = v;
+			else
+				wait_seconds = v;
+			break;
+		}
 		case 'h': dm_std_option("--help", usage_text); break;
 		case 'V': dm_std_option("--version", usage_text); break;
 		case 'q': dm_verbosity = 0; break;
@@ -666,6 +903,39 @@ main(int argc, char **argv)
 	if (dmpg_commit(conn) < 0)
 		goto out;
 
+	/* One run per entity at a time: the lease is held until this process ends. */
+	snprintf(lease_owner, sizeof lease_owner, "%s/%ld", run_id, (long)getpid());
+	for (int i = 0; i < ntg; i++) {
+		time_t deadline = time(NULL) + (time_t)wait_seconds;
+		for (;;) {
+			char *holder = NULL;
+			if (dmpg_begin(conn, "", NULL) < 0)
+				goto out;
+			int got = dmstate_lease_take(conn, tgs[i].entity, lease_owner, lease_seconds, &holder);
+			if (got < 0 || dmpg_commit(conn) < 0) {
+				free(holder);
+				goto out;
+			}
+			if (got == 1) {
+				tgs[i].leased = 1;
+				free(holder);
+				break;
+			}
+			if (time(NULL) >= deadline) {
+				const char *saved = dm_subject;
+				dm_subject = tgs[i].entity;
+				dm_err("another run is loading this entity (%s): wait for it, or use --wait SECONDS",
+				    holder ? holder : "lease held");
+				dm_subject = saved;
+				free(holder);
+				rc = DM_EXIT_LOCKED;
+				goto out;
+			}
+			free(holder);
+			sleep(1);
+		}
+	}
+
 	if (apply_only) {
 			if (begin_transaction(conn) < 0 || apply_deletes(conn, tgs, ntg) < 0 ||
 		    end_transaction(conn) < 0)
@@ -690,7 +960,26 @@ main(int argc, char **argv)
 	} else {
 		dmpg_rollback(conn);
 	}
+	if (rejects_open) {
+		if (dms_writer_finish(&rejects_w, NULL) < 0 || dm_close_output(rejects_fp, rejects_path) < 0)
+			rc = DM_EXIT_FAIL;
+		dms_writer_free(&rejects_w);
+		rejects_open = 0;
+	}
+	if (rc == DM_EXIT_OK && rejected > 0) {
+		dm_err("%llu row(s) rejected: see %s (fix them, then replay it with dm-load)",
+		    (unsigned long long)rejected, rejects_path);
+		rc = DM_EXIT_REJECT;
+	}
 out:
+	/* Released on the way out whatever happened; a dead process's lease is taken over anyway. */
+	for (int i = 0; i < ntg && conn != NULL; i++)
+		if (tgs[i].leased && dmpg_begin(conn, "", NULL) == 0) {
+			if (dmstate_lease_release(conn, tgs[i].entity, lease_owner) == 0)
+				dmpg_commit(conn);
+			else
+				dmpg_rollback(conn);
+		}
 	dmpg_finish(conn);
 	for (int i = 0; i < ntg; i++)
 		target_free(&tgs[i]);

@@ -105,3 +105,65 @@ setup() {
     run -1 dm-load --db-env DST --table public.nope "$DIR/big.rows"
     assert_output --partial "no table public.nope"
 }
+
+@test "rows the destination refuses go to --rejects, the rest lands, exit 5; the file replays" {
+    dm_psql l_dst "ALTER TABLE public.big ADD CONSTRAINT no_seven CHECK (id % 70000 <> 7)"
+    run -5 dm-load --db-env DST --table public.big --batch-rows 40000 --rejects "$DIR/rej" "$DIR/big.rows"
+    assert_line --partial "rejected (7): query failed: ERROR:  new row for relation \"big\" violates check constraint \"no_seven\""
+    assert_line --partial "rejected (140007)"
+    assert_line "dm-load: public.big: insert=199997 update=0 delete=0 unchanged=0"
+    assert_line --partial "3 row(s) rejected"
+    [ "$(dm_row_count l_dst public.big)" = 199997 ]
+    run -0 bash -c "dm-cat '$DIR/rej' | grep -c '\"op\":\"insert\"'"
+    assert_output 3
+    # once fixed, the reject file is a stream like any other
+    dm_psql l_dst "ALTER TABLE public.big DROP CONSTRAINT no_seven"
+    run -0 dm-load --db-env DST --table public.big "$DIR/rej"
+    assert_output "dm-load: public.big: insert=3 update=0 delete=0 unchanged=0"
+    dm_tables_equal l_src l_dst public.big
+    run -1 dm-load --db-env DST --table public.big --max-rejects 0 --rejects "$DIR/rej2" < <(
+        dm_psql l_src "UPDATE public.big SET v = NULL WHERE id = 9"
+        dm_psql l_dst "ALTER TABLE public.big ALTER v SET NOT NULL"
+        dm-extract --db-env SRC --table public.big)
+    assert_line --partial "more than 0 rows rejected"
+    dm_psql l_src "UPDATE public.big SET v = md5('9') WHERE id = 9"
+}
+
+@test "deleting more than 10% of a table is refused unless --force" {
+    dm-load -q --db-env DST --table public.big "$DIR/big.rows"
+    dm_createdb l_small l_empty
+    export SMALL=$(dm_conninfo l_small)
+    dm_psql l_small "INSERT INTO public.big SELECT g, md5(g::text), g / 7.0 FROM generate_series(1, 150000) g"
+    dm-diff -q --delete <(dm-extract --db-env SMALL --table public.big) "$DIR/big.rows" >"$DIR/many.deletes"
+    run -1 dm-load --db-env DST --table public.big "$DIR/many.deletes"
+    assert_output --partial "refusing to delete 50000 of 200000 rows (more than 10%)"
+    [ "$(dm_row_count l_dst public.big)" = 200000 ]
+    run -0 dm-load --db-env DST --table public.big --force "$DIR/many.deletes"
+    assert_output "dm-load: public.big: insert=0 update=0 delete=50000 unchanged=0"
+}
+
+@test "two loads of one entity at once: the second refuses (exit 6) or waits" {
+    dm-load -q --db-env DST --table public.big --batch-rows 2000 "$DIR/big.rows" &
+    pid=$!
+    for _ in $(seq 1 100); do
+        [ "$(dm_psql l_dst "SELECT count(*) FROM dm.lease" 2>/dev/null)" = 1 ] && break
+        sleep 0.05
+    done
+    run -6 dm-load --db-env DST --table public.big "$DIR/big.rows"
+    assert_output --partial "another run is loading this entity"
+    run -0 dm-load --db-env DST --table public.big --wait 60 "$DIR/big.rows"
+    assert_output "dm-load: public.big: insert=0 update=0 delete=0 unchanged=200000"
+    wait "$pid"
+}
+
+@test "a killed load's lease does not block the rerun" {
+    dm-load -q --db-env DST --table public.big --batch-rows 2000 "$DIR/big.rows" &
+    pid=$!
+    for _ in $(seq 1 100); do
+        [ "$(dm_psql l_dst "SELECT count(*) FROM public.big")" -gt 10000 ] && break
+        sleep 0.05
+    done
+    kill -9 "$pid"; wait "$pid" || true
+    run -0 dm-load --db-env DST --table public.big "$DIR/big.rows"
+    dm_tables_equal l_src l_dst public.big
+}
