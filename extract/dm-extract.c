@@ -32,6 +32,8 @@ static const char usage_text[] =
     "  --change-column COL  the change column (default: updated_at or last_update)\n"
     "  --hashes             key and row hash only, for the destination side of dm-diff\n"
     "  --snapshot ID        read in a snapshot exported by pg_export_snapshot()\n"
+    "  --export-snapshot    print a snapshot id for --snapshot, keep it alive until\n"
+    "                       standard input closes (no --table needed)\n"
     "  -q, -v               quieter, more verbose\n"
     "  --help, --version\n";
 
@@ -87,6 +89,37 @@ is_time_type(const char *type)
 	return strncmp(type, "timestamp", 9) == 0 || strcmp(type, "date") == 0;
 }
 
+/*
+ * Exports a snapshot and holds it: every entity of a run can then read the
+ * same instant, so foreign keys read at different times still agree.
+ */
+static int
+hold_snapshot(const char *conninfo)
+{
+	PGconn *conn = dmpg_connect(conninfo, "source");
+	PGresult *res = NULL;
+	int rc = DM_EXIT_FAIL;
+	char buf[256];
+
+	if (conn == NULL || dmpg_begin(conn, "ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL) < 0)
+		goto out;
+	res = dmpg_exec(conn, "SELECT pg_catalog.pg_export_snapshot()");
+	if (res == NULL)
+		goto out;
+	printf("%s\n", dmpg_value(res, 0, 0));
+	if (fflush(stdout) != 0) {
+		dm_err("cannot write the snapshot id: standard output failed");
+		goto out;
+	}
+	while (fgets(buf, sizeof buf, stdin) != NULL)
+		;
+	rc = dmpg_commit(conn) < 0 ? DM_EXIT_FAIL : DM_EXIT_OK;
+out:
+	dmpg_clear(res);
+	dmpg_finish(conn);
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -112,7 +145,8 @@ main(int argc, char **argv)
 	if (argc > 1)
 		dm_std_option(argv[1], usage_text);
 
-	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_SINCE, O_OVERLAP, O_CHANGE, O_HASHES, O_SNAP, O_COLS };
+	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_SINCE, O_OVERLAP, O_CHANGE, O_HASHES, O_SNAP, O_COLS, O_EXPORT };
+	int export_snapshot = 0;
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, O_DB },
 		{ "db-env", required_argument, NULL, O_DBENV },
@@ -124,6 +158,7 @@ main(int argc, char **argv)
 		{ "hashes", no_argument, NULL, O_HASHES },
 		{ "snapshot", required_argument, NULL, O_SNAP },
 		{ "columns", required_argument, NULL, O_COLS },
+		{ "export-snapshot", no_argument, NULL, O_EXPORT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -141,12 +176,19 @@ main(int argc, char **argv)
 		case O_HASHES: hashes = 1; break;
 		case O_SNAP: snapshot = optarg; break;
 		case O_COLS: columns_opt = optarg; break;
+		case O_EXPORT: export_snapshot = 1; break;
 		case 'h': dm_std_option("--help", usage_text); break;
 		case 'V': dm_std_option("--version", usage_text); break;
 		case 'q': dm_verbosity = 0; break;
 		case 'v': dm_verbosity = 2; break;
 		default: usage();
 		}
+	}
+	if (export_snapshot) {
+		if (optind != argc || table_arg != NULL)
+			usage();
+		const char *ci = dm_conninfo(db, db_env);
+		return ci == NULL ? DM_EXIT_USAGE : hold_snapshot(ci);
 	}
 	if (optind != argc || table_arg == NULL)
 		usage();
