@@ -33,7 +33,7 @@ dm_vmessage(const char *fmt, va_list ap)
 	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == ' '))
 		line[--len] = '\0';
 	for (size_t i = 0; i < len; i++)
-		if (line[i] == '\n')
+		if (line[i] == '\n' || line[i] == '\t' || line[i] == '\r')
 			line[i] = ' ';
 	if (len + 1 < sizeof line) {
 		line[len++] = '\n';

@@ -38,7 +38,8 @@ static const char usage_text[] =
     "  --db CONNINFO      libpq connection string or URI\n"
     "  --db-env VAR       read the connection string from environment variable VAR\n"
     "  --table T          destination table; the stream must be for the same table\n"
-    "  --entity NAME      entity name for the checkpoint (default: the stream's)\n"
+    "  --entity NAME      entity name for the checkpoint (default: the stream's);\n"
+    "                     one per --table when there are several\n"
     "  --batch-rows N     rows per transaction (default 50000; 0: all in one)\n"
     "  --dry-run          compute the counts, roll everything back\n"
     "  --defer-deletes    park deletes in dm.pending_delete for --apply-deletes\n"
@@ -50,6 +51,8 @@ static const char usage_text[] =
     "  --max-delete-share PCT  refuse to delete more than PCT%% of a table (default 10)\n"
     "  --force            delete however many rows the stream says\n"
     "  --wait SECONDS     wait that long for another run's lease on the entity (default 0)\n"
+    "  --disable-triggers switch the table's enabled user triggers off inside each\n"
+    "                     transaction, so they do not rewrite copied rows (needs ownership)\n"
     "  -q, -v             quieter, more verbose\n"
     "  --help, --version\n";
 
@@ -78,12 +81,14 @@ typedef struct target {
 	uint64_t ins, upd, del, same, staged_rows, batches;
 	dm_buf copybuf;
 	dm_buf lastkey;
+	char *triggers_off;	/* ALTER TABLE ... DISABLE TRIGGER for its enabled user triggers, or NULL */
+	char *triggers_on;
 	FILE *spool;		/* with --rejects: the batch's COPY text, to replay row by row */
 	int *is_bin;		/* per stream column: bytea, to read the spool back */
 	int leased;
 } target;
 
-static int dry_run, defer_deletes, force;
+static int dry_run, defer_deletes, force, disable_triggers;
 static uint64_t max_delete_pct = 10;
 static int lease_seconds = 120;
 static char lease_owner[128];
@@ -106,6 +111,55 @@ now_text(char *buf, size_t n)
 
 	gmtime_r(&t, &tm);
 	strftime(buf, n, "%Y-%m-%d %H:%M:%S+00", &tm);
+}
+
+/*
+ * The table's enabled user triggers (an updated_at trigger, say) would
+ * rewrite the rows being copied. Only those are switched off, inside each
+ * transaction: a crash rolls the switch back with everything else.
+ */
+static int
+collect_triggers(PGconn *conn, target *tg)
+{
+	const char *p[1] = { tg->t.qualified };
+	PGresult *res = dmpg_exec_params(conn,
+	    "SELECT tgname, tgenabled FROM pg_catalog.pg_trigger WHERE tgrelid = $1::pg_catalog.regclass"
+	    " AND NOT tgisinternal AND tgenabled <> 'D' ORDER BY tgname", 1, p);
+	dm_buf off = { 0 }, on = { 0 };
+
+	if (res == NULL)
+		return -1;
+	for (int i = 0; i < dmpg_nrows(res); i++) {
+		char *q = dmpg_ident(conn, dmpg_value(res, i, 0));
+		dm_buf_printf(&off, "%sDISABLE TRIGGER %s", i ? ", " : "", q);
+		/* put each back in its own mode: 'O' origin, 'A' always, 'R' replica */
+		char mode = dmpg_value(res, i, 1)[0];
+		dm_buf_printf(&on, "%sENABLE %sTRIGGER %s", i ? ", " : "",
+		    mode == 'A' ? "ALWAYS " : mode == 'R' ? "REPLICA " : "", q);
+		free(q);
+	}
+	if (dmpg_nrows(res) > 0) {
+		tg->triggers_off = dm_xasprintf("ALTER TABLE %s %s", tg->t.qualified, dm_buf_cstr(&off));
+		tg->triggers_on = dm_xasprintf("ALTER TABLE %s %s", tg->t.qualified, dm_buf_cstr(&on));
+	}
+	dmpg_clear(res);
+	dm_buf_free(&off);
+	dm_buf_free(&on);
+	return 0;
+}
+
+static int
+triggers_switch(PGconn *conn, target *tgs, int ntg, int off)
+{
+	for (int i = 0; i < ntg; i++) {
+		const char *sql = off ? tgs[i].triggers_off : tgs[i].triggers_on;
+		if (sql != NULL && dmpg_run(conn, sql) < 0) {
+			dm_err("cannot switch the table's triggers %s (the role must own the table; or use --keep-triggers)",
+			    off ? "off" : "back on");
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* Builds the SQL of one target once its stream header and catalog are known. */
@@ -201,6 +255,8 @@ target_prepare(PGconn *conn, target *tg, int idx, int need_stream)
 	    "INSERT INTO dm.pending_delete (entity, run_id, key) SELECT $1, $2, ARRAY[%s] FROM %s WHERE \"dm.op\" = 2",
 	    dm_buf_cstr(&karr), tg->stage);
 	tg->key_join = dm_xstrdup(dm_buf_cstr(&kjoin));
+	if (disable_triggers && collect_triggers(conn, tg) < 0)
+		goto out;
 	tg->drop_stage_sql = dm_xasprintf("DROP TABLE %s", tg->stage);
 	rc = 0;
 out:
@@ -236,6 +292,8 @@ target_free(target *tg)
 	dm_buf_free(&tg->lastkey);
 	if (tg->spool != NULL)
 		fclose(tg->spool);
+	free(tg->triggers_off);
+	free(tg->triggers_on);
 	free(tg->is_bin);
 }
 
@@ -665,7 +723,7 @@ load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
 			return DM_EXIT_FAIL;
 		if (dmstate_lease_renew(conn, tg->entity, lease_owner, lease_seconds) < 0)
 			return DM_EXIT_LOCKED;
-		if (dmpg_run(conn, "SAVEPOINT dm_batch") < 0)
+		if (triggers_switch(conn, tg, 1, 1) < 0 || dmpg_run(conn, "SAVEPOINT dm_batch") < 0)
 			return DM_EXIT_FAIL;
 		uint64_t before = tg->ins + tg->upd, parked = 0;
 		if (rejects_path != NULL)
@@ -702,7 +760,7 @@ load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
 			return DM_EXIT_FAIL;
 		if (got == 0 && finish_stream(conn, tg, 1) < 0)
 			return DM_EXIT_FAIL;
-		if (end_transaction(conn) < 0)
+		if (triggers_switch(conn, tg, 1, 0) < 0 || end_transaction(conn) < 0)
 			return DM_EXIT_FAIL;
 		tg->batches++;
 		dm_debug("batch %llu: %llu rows", (unsigned long long)tg->batches, (unsigned long long)tg->staged_rows);
@@ -715,7 +773,7 @@ load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
 static int
 load_group(PGconn *conn, target *tgs, int ntg)
 {
-	if (begin_transaction(conn) < 0)
+	if (begin_transaction(conn) < 0 || triggers_switch(conn, tgs, ntg, 1) < 0)
 		return DM_EXIT_FAIL;
 	for (int i = 0; i < ntg; i++) {
 		int got = stage_rows(conn, &tgs[i], 0);
@@ -735,15 +793,38 @@ load_group(PGconn *conn, target *tgs, int ntg)
 			return DM_EXIT_FAIL;
 		tgs[i].same += tgs[i].staged_rows - parked - (tgs[i].ins + tgs[i].upd - before[i]);
 	}
-	if (finish_stream(conn, tgs, ntg) < 0 || end_transaction(conn) < 0)
+	if (finish_stream(conn, tgs, ntg) < 0 || triggers_switch(conn, tgs, ntg, 0) < 0 || end_transaction(conn) < 0)
 		return DM_EXIT_FAIL;
 	return DM_EXIT_OK;
+}
+
+/* --apply-deletes: the parked deletes of a finished run, children before parents. */
+static int
+apply_parked(PGconn *conn, target *tgs, int ntg)
+{
+	if (begin_transaction(conn) < 0 || triggers_switch(conn, tgs, ntg, 1) < 0 ||
+	    apply_deletes(conn, tgs, ntg) < 0 || triggers_switch(conn, tgs, ntg, 0) < 0)
+		return DM_EXIT_FAIL;
+	for (int i = 0; i < ntg; i++) {
+		char n[32];
+		snprintf(n, sizeof n, "%llu", (unsigned long long)tgs[i].del);
+		const char *p[4] = { run_id, tgs[i].entity, started_at, n };
+		if (dmpg_run_params(conn,
+		    "INSERT INTO dm.run AS r (run_id, entity, started_at, finished_at, outcome, deleted)"
+		    " VALUES ($1, $2, $3::pg_catalog.timestamptz, pg_catalog.clock_timestamp(), 'ok', $4::pg_catalog.int8)"
+		    " ON CONFLICT (run_id, entity) DO UPDATE SET finished_at = EXCLUDED.finished_at, outcome = 'ok',"
+		    " deleted = r.deleted + EXCLUDED.deleted", 4, p) < 0)
+			return DM_EXIT_FAIL;
+	}
+	return end_transaction(conn) < 0 ? DM_EXIT_FAIL : DM_EXIT_OK;
 }
 
 int
 main(int argc, char **argv)
 {
 	const char *db = NULL, *db_env = NULL, *entity_opt = NULL;
+	const char *entity_opts[MAX_TARGETS];
+	int nentity = 0;
 	uint64_t batch_rows = 50000;
 	int apply_only = 0;
 	target tgs[MAX_TARGETS];
@@ -756,7 +837,7 @@ main(int argc, char **argv)
 	if (argc > 1)
 		dm_std_option(argv[1], usage_text);
 	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_BATCH, O_DRY, O_DEFER, O_APPLY, O_RUNID,
-		O_FORCE, O_MAXDEL, O_REJECTS, O_MAXREJ, O_WAIT };
+		O_FORCE, O_MAXDEL, O_REJECTS, O_MAXREJ, O_WAIT, O_NOTRIG };
 	uint64_t wait_seconds = 0;
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, O_DB },
@@ -773,6 +854,7 @@ main(int argc, char **argv)
 		{ "rejects", required_argument, NULL, O_REJECTS },
 		{ "max-rejects", required_argument, NULL, O_MAXREJ },
 		{ "wait", required_argument, NULL, O_WAIT },
+		{ "disable-triggers", no_argument, NULL, O_NOTRIG },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -789,7 +871,13 @@ main(int argc, char **argv)
 			}
 			tgs[ntg++].table_arg = optarg;
 			break;
-		case O_ENTITY: entity_opt = optarg; break;
+		case O_ENTITY:
+			if (nentity == MAX_TARGETS) {
+				dm_err("at most %d --entity options", MAX_TARGETS);
+				return DM_EXIT_USAGE;
+			}
+			entity_opts[nentity++] = optarg;
+			break;
 		case O_BATCH:
 			if (dm_parse_u64(optarg, &batch_rows) < 0) {
 				dm_err("--batch-rows %s: expected a number (0: one transaction)", optarg);
@@ -801,6 +889,7 @@ main(int argc, char **argv)
 		case O_APPLY: apply_only = 1; break;
 		case O_RUNID: run_id = optarg; break;
 		case O_FORCE: force = 1; break;
+		case O_NOTRIG: disable_triggers = 1; break;
 		case O_REJECTS: rejects_path = optarg; break;
 		case O_MAXDEL:
 		case O_MAXREJ:
@@ -830,10 +919,11 @@ main(int argc, char **argv)
 		usage();
 	if (apply_only ? nfiles != 0 : (ntg == 1 ? nfiles > 1 : nfiles != ntg))
 		usage();
-	if (entity_opt != NULL && ntg > 1) {
-		dm_err("--entity goes with a single --table");
+	if (nentity != 0 && nentity != ntg) {
+		dm_err("give one --entity per --table, in the same order");
 		return DM_EXIT_USAGE;
 	}
+	entity_opt = nentity ? entity_opts[0] : NULL;
 	const char *conninfo = dm_conninfo(db, db_env);
 	if (conninfo == NULL)
 		return DM_EXIT_USAGE;
@@ -865,7 +955,7 @@ main(int argc, char **argv)
 		if (dms_reader_open(&tg->r, tg->fp, name) != 0)
 			goto out;
 		tg->reader_open = 1;
-		tg->entity = dm_xstrdup(entity_opt ? entity_opt : tg->r.hdr.entity);
+		tg->entity = dm_xstrdup(nentity ? entity_opts[i] : tg->r.hdr.entity);
 	}
 	if (!apply_only && entity_opt == NULL)
 		dm_subject = tgs[0].entity;
@@ -893,7 +983,7 @@ main(int argc, char **argv)
 		if (bad)
 			goto out;
 		if (apply_only)
-			tg->entity = dm_xstrdup(entity_opt ? entity_opt : tg->table_arg);
+			tg->entity = dm_xstrdup(nentity ? entity_opts[i] : tg->table_arg);
 		int p = target_prepare(conn, tg, i, !apply_only);
 		if (p == -2)
 			rc = DM_EXIT_STREAM;
@@ -937,10 +1027,7 @@ main(int argc, char **argv)
 	}
 
 	if (apply_only) {
-			if (begin_transaction(conn) < 0 || apply_deletes(conn, tgs, ntg) < 0 ||
-		    end_transaction(conn) < 0)
-			goto out;
-		rc = DM_EXIT_OK;
+		rc = apply_parked(conn, tgs, ntg);
 	} else {
 		if (drop_stale_pending(conn, tgs, ntg) < 0)
 			goto out;
