@@ -16,7 +16,7 @@ static const char usage_text[] =
     "                   [-q] [-v] [ENTITY...]\n"
     "\n"
     "Prints the entities to migrate in load order, one per line, tab-separated:\n"
-    "LEVEL ENTITY TABLE KEYCOLS CHANGECOL GROUP COLUMNS. Lines starting with #\n"
+    "LEVEL ENTITY TABLE KEYCOLS CHANGECOL GROUP COLUMNS PARENTS. Lines starting with #\n"
     "explain skipped tables and foreign-key cycles.\n";
 
 static void
@@ -400,6 +400,18 @@ main(int argc, char **argv)
 			printf("%s%s", first ? "" : ",", e->src.cols[c].name);
 			first = 0;
 		}
+		/* parents outside the entity's own cycle: what a Makefile target depends on */
+		first = 1;
+		putchar('\t');
+		for (size_t k = 0; k < e->nparents; k++) {
+			const entity *pe = &g.e[e->parents[k]];
+			if (pe->scc == e->scc)
+				continue;
+			printf("%s%s", first ? "" : ",", pe->qualified);
+			first = 0;
+		}
+		if (first)
+			putchar('-');
 		putchar('\n');
 	}
 	dmpg_commit(src);
