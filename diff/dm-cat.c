@@ -177,8 +177,10 @@ main(int argc, char **argv)
 			json_values(stdout, r.vals, r.nvals);
 			putc('\n', stdout);
 		}
-		if (ferror(stdout))
+		if (ferror(stdout)) {
+			got = -2;
 			break;
+		}
 	}
 	if (got == 0) {
 		fprintf(stdout, "{\"end\":true,\"rows\":%llu,\"watermark\":", (unsigned long long)r.trailer.rows);
@@ -186,8 +188,10 @@ main(int argc, char **argv)
 		fputs("}\n", stdout);
 		rc = DM_EXIT_OK;
 	}
+	else if (got == -2)
+		rc = DM_EXIT_FAIL;	/* our output failed, not the stream */
 out:
-	if (dm_close_output(stdout, "standard output") < 0 && rc == DM_EXIT_OK)
+	if (dm_close_output(stdout, "standard output") < 0 && (rc == DM_EXIT_OK || rc == DM_EXIT_STREAM))
 		rc = DM_EXIT_FAIL;
 	if (opened)
 		dms_reader_free(&r);

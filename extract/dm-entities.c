@@ -150,6 +150,7 @@ main(int argc, char **argv)
 	int rc = DM_EXIT_FAIL, errors = 0;
 	size_t *order = NULL;
 	int *group_no = NULL;
+	dm_buf notes = { 0 };	/* the # lines, printed only with a list that can be used */
 
 	dm_prog = "dm-entities";
 	if (argc > 1)
@@ -237,17 +238,17 @@ main(int argc, char **argv)
 			continue;
 		}
 		if (covered) {
-			printf("# %s: partition of a table with a primary key: migrated through its parent\n", q);
+			dm_buf_printf(&notes, "# %s: partition of a table with a primary key: migrated through its parent\n", q);
 			free(q);
 			continue;
 		}
 		if (relkind == 'p' && !has_pk) {
-			printf("# %s: partitioned table without a primary key: its partitions are the entities\n", q);
+			dm_buf_printf(&notes, "# %s: partitioned table without a primary key: its partitions are the entities\n", q);
 			free(q);
 			continue;
 		}
 		if (!in_dest) {
-			printf("# %s: not in the destination: not migrated\n", q);
+			dm_buf_printf(&notes, "# %s: not in the destination: not migrated\n", q);
 			if (nwanted) {
 				dm_err("%s: no such table in the destination", q);
 				errors++;
@@ -302,7 +303,7 @@ main(int argc, char **argv)
 			}
 			int d = dmpg_table_column(&dt, sc->name);
 			if (d < 0 || dt.cols[d].generated) {
-				dm_err("column mismatch: the destination has no %scolumn \"%s\" (add it, or migrate with a spec)",
+				dm_err("column mismatch: the destination has no %scolumn \"%s\" (add it to the destination)",
 				    d < 0 ? "" : "writable ", sc->name);
 				errors++;
 			}
@@ -367,6 +368,7 @@ main(int argc, char **argv)
 		order[i] = i;
 	sort_order(order, g.n, &g);
 
+	fputs(notes.len ? dm_buf_cstr(&notes) : "", stdout);
 	group_no = dm_xcalloc((size_t)g.nscc + 1, sizeof *group_no);
 	int ngroups = 0;
 	for (size_t i = 0; i < g.n; i++) {
@@ -437,5 +439,6 @@ out:
 	free(order);
 	free(group_no);
 	free(wanted_seen);
+	dm_buf_free(&notes);
 	return rc;
 }

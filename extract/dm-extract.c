@@ -40,7 +40,7 @@ static const char usage_text[] =
 static void
 usage(void)
 {
-	fputs("usage: dm-extract (--db CONNINFO | --db-env VAR) --table SCHEMA.TABLE [--since VALUE] [--hashes] ...\n", stderr);
+	fputs("usage: dm-extract (--db CONNINFO | --db-env VAR) (--table SCHEMA.TABLE [--since VALUE] [--hashes] ... | --export-snapshot)\n", stderr);
 	exit(DM_EXIT_USAGE);
 }
 
@@ -214,6 +214,8 @@ main(int argc, char **argv)
 		goto out;
 
 	int ncols = choose_columns(&t, columns_opt, &colidx);
+	if (ncols == 0)
+		dm_err("no column to read: --columns is empty, or every column is generated");
 	if (ncols <= 0)
 		goto out;
 	int change = -1;

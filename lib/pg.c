@@ -286,7 +286,7 @@ dmpg_table_load(PGconn *conn, const char *schema, const char *name, int need_key
 		t->key[i] = (size_t)idx;
 	}
 	if (need_key && t->nkey == 0) {
-		dm_err("table %s.%s has no primary key: dm needs one to match rows (add one, or name a key in a spec)",
+		dm_err("table %s.%s has no primary key: dm needs one to match rows: add one",
 		    schema, name);
 		goto out;
 	}

@@ -33,6 +33,10 @@ static const char dmstate_ddl[] =
     " deleted bigint NOT NULL DEFAULT 0,"
     " unchanged bigint NOT NULL DEFAULT 0,"
     " PRIMARY KEY (run_id, entity));"
+    "ALTER TABLE dm.run ADD COLUMN IF NOT EXISTS batches bigint NOT NULL DEFAULT 0,"
+    " ADD COLUMN IF NOT EXISTS progress_at timestamptz,"
+    " ADD COLUMN IF NOT EXISTS rejected bigint NOT NULL DEFAULT 0,"
+    " ADD COLUMN IF NOT EXISTS error text;"
     "CREATE TABLE IF NOT EXISTS dm.lease ("
     " entity text PRIMARY KEY,"
     " owner text NOT NULL,"
@@ -53,7 +57,9 @@ dmstate_ensure(PGconn *conn)
 	    "SELECT pg_catalog.to_regclass('dm.checkpoint') IS NOT NULL"
 	    " AND pg_catalog.to_regclass('dm.pending_delete') IS NOT NULL"
 	    " AND pg_catalog.to_regclass('dm.run') IS NOT NULL"
-	    " AND pg_catalog.to_regclass('dm.lease') IS NOT NULL");
+	    " AND pg_catalog.to_regclass('dm.lease') IS NOT NULL"
+	    " AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass('dm.run')"
+	    "   AND attname = 'error')");
 	if (res == NULL)
 		goto fail;
 	present = strcmp(dmpg_value(res, 0, 0), "t") == 0;
@@ -88,8 +94,9 @@ dmstate_lease_take(PGconn *conn, const char *entity, const char *owner, int ttl_
 	    " ON CONFLICT (entity) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid,"
 	    " backend_start = EXCLUDED.backend_start, expires = EXCLUDED.expires"
 	    " WHERE l.owner = EXCLUDED.owner OR l.expires < pg_catalog.now()"
-	    " OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a"
-	    "   WHERE a.pid = l.pid AND a.backend_start IS NOT DISTINCT FROM l.backend_start)"
+	    /* backend_start is hidden from roles without pg_read_all_stats: then the pid decides */
+	    " OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid"
+	    "   AND (a.backend_start IS NULL OR l.backend_start IS NULL OR a.backend_start = l.backend_start))"
 	    " RETURNING owner", dmstate_me);
 	PGresult *res = dmpg_exec_params(conn, sql, 3, p);
 	free(sql);

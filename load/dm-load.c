@@ -48,7 +48,7 @@ static const char usage_text[] =
     "  --rejects FILE     rows the destination refuses go to FILE (a changes stream)\n"
     "                     and the rest still lands; exit 5 if any was refused\n"
     "  --max-rejects N    stop once more than N rows were refused\n"
-    "  --max-delete-share PCT  refuse to delete more than PCT%% of a table (default 10)\n"
+    "  --max-delete-share PCT  refuse to delete more than PCT% of a table (default 10)\n"
     "  --force            delete however many rows the stream says\n"
     "  --wait SECONDS     wait that long for another run's lease on the entity (default 0)\n"
     "  --disable-triggers switch the table's enabled user triggers off inside each\n"
@@ -154,7 +154,7 @@ triggers_switch(PGconn *conn, target *tgs, int ntg, int off)
 	for (int i = 0; i < ntg; i++) {
 		const char *sql = off ? tgs[i].triggers_off : tgs[i].triggers_on;
 		if (sql != NULL && dmpg_run(conn, sql) < 0) {
-			dm_err("cannot switch the table's triggers %s (the role must own the table; or use --keep-triggers)",
+			dm_err("cannot switch the table's triggers %s (the role must own the table; or load without --disable-triggers)",
 			    off ? "off" : "back on");
 			return -1;
 		}
@@ -510,6 +510,36 @@ out:
 	return rc;
 }
 
+/*
+ * The run's row in dm.run, with the counts so far: status on another machine
+ * shows a load in progress. Written in the batch's own transaction.
+ */
+static int
+record_run(PGconn *conn, target *tg, const char *outcome, const char *error)
+{
+	char c[6][32];
+	snprintf(c[0], sizeof c[0], "%llu", (unsigned long long)tg->ins);
+	snprintf(c[1], sizeof c[1], "%llu", (unsigned long long)tg->upd);
+	snprintf(c[2], sizeof c[2], "%llu", (unsigned long long)tg->del);
+	snprintf(c[3], sizeof c[3], "%llu", (unsigned long long)tg->same);
+	snprintf(c[4], sizeof c[4], "%llu", (unsigned long long)tg->batches);
+	snprintf(c[5], sizeof c[5], "%llu", (unsigned long long)rejected);
+	const char *q[11] = { run_id, tg->entity, started_at, outcome, c[0], c[1], c[2], c[3], c[4], c[5], error };
+
+	return dmpg_run_params(conn,
+	    "INSERT INTO dm.run AS r (run_id, entity, started_at, finished_at, outcome, inserted, updated, deleted,"
+	    " unchanged, batches, rejected, error, progress_at)"
+	    " VALUES ($1, $2, $3::pg_catalog.timestamptz,"
+	    " CASE WHEN $4 = 'running' THEN NULL ELSE pg_catalog.clock_timestamp() END, $4,"
+	    " $5::pg_catalog.int8, $6::pg_catalog.int8, $7::pg_catalog.int8, $8::pg_catalog.int8, $9::pg_catalog.int8,"
+	    " $10::pg_catalog.int8, $11, pg_catalog.clock_timestamp())"
+	    " ON CONFLICT (run_id, entity) DO UPDATE SET finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome,"
+	    " inserted = EXCLUDED.inserted, updated = EXCLUDED.updated, deleted = EXCLUDED.deleted,"
+	    " unchanged = EXCLUDED.unchanged, batches = EXCLUDED.batches, rejected = EXCLUDED.rejected,"
+	    " error = EXCLUDED.error, progress_at = EXCLUDED.progress_at",
+	    11, q);
+}
+
 static int
 record_progress(PGconn *conn, target *tg, uint64_t rows)
 {
@@ -517,6 +547,8 @@ record_progress(PGconn *conn, target *tg, uint64_t rows)
 	snprintf(nrows, sizeof nrows, "%llu", (unsigned long long)rows);
 	const char *params[4] = { tg->entity, run_id, nrows, tg->lastkey.len ? dm_buf_cstr(&tg->lastkey) : NULL };
 
+	if (!dry_run && record_run(conn, tg, "running", NULL) < 0)
+		return -1;
 	return dmpg_run_params(conn,
 	    "INSERT INTO dm.checkpoint AS c (entity, run_id, batches, rows_applied, last_key, complete, updated_at)"
 	    " VALUES ($1, $2, 1, $3::pg_catalog.int8, $4, false, pg_catalog.now())"
@@ -543,26 +575,20 @@ finish_stream(PGconn *conn, target *tgs, int ntg)
 	}
 	for (int i = 0; i < ntg; i++) {
 		target *tg = &tgs[i];
-		char c_ins[32], c_upd[32], c_del[32], c_same[32];
-		snprintf(c_ins, sizeof c_ins, "%llu", (unsigned long long)tg->ins);
-		snprintf(c_upd, sizeof c_upd, "%llu", (unsigned long long)tg->upd);
-		snprintf(c_del, sizeof c_del, "%llu", (unsigned long long)tg->del);
-		snprintf(c_same, sizeof c_same, "%llu", (unsigned long long)tg->same);
 		const char *p[4] = { tg->entity, tg->r.trailer.watermark, tg->r.hdr.change_column, run_id };
-		if (dmpg_run_params(conn,
+		/*
+		 * With rows rejected the checkpoint stays incomplete: the next run must
+		 * read them again rather than move past them.
+		 */
+		if (rejected == 0 && dmpg_run_params(conn,
 		    "UPDATE dm.checkpoint SET watermark = COALESCE($2, watermark),"
 		    " change_column = COALESCE($3, change_column), run_id = $4,"
 		    " complete = true, updated_at = pg_catalog.now() WHERE entity = $1", 4, p) < 0)
 			return -1;
-		const char *q[8] = { run_id, tg->entity, started_at, defer_deletes ? "loaded" : "ok", c_ins, c_upd, c_del, c_same };
-		if (dmpg_run_params(conn,
-		    "INSERT INTO dm.run AS r (run_id, entity, started_at, finished_at, outcome, inserted, updated, deleted, unchanged)"
-		    " VALUES ($1, $2, $3::pg_catalog.timestamptz, pg_catalog.clock_timestamp(), $4,"
-		    " $5::pg_catalog.int8, $6::pg_catalog.int8, $7::pg_catalog.int8, $8::pg_catalog.int8)"
-		    " ON CONFLICT (run_id, entity) DO UPDATE SET finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome,"
-		    " inserted = r.inserted + EXCLUDED.inserted, updated = r.updated + EXCLUDED.updated,"
-		    " deleted = r.deleted + EXCLUDED.deleted, unchanged = r.unchanged + EXCLUDED.unchanged",
-		    8, q) < 0)
+		tg->batches++;	/* this transaction's batch, counted before it commits */
+		int r = record_run(conn, tg, rejected ? "rejected" : defer_deletes ? "loaded" : "ok", NULL);
+		tg->batches--;
+		if (r < 0)
 			return -1;
 	}
 	return 0;
@@ -638,9 +664,16 @@ reject_row(target *tg, const char *line, size_t len, const char *why)
 		rejects_open = 1;
 	}
 	int op = vals[0].len == 1 ? vals[0].ptr[0] - '0' : DMS_OP_INSERT;
-	dms_writer_row(&rejects_w, op, vals + 1, ncols);
+	dm_value *keys = dm_xcalloc(tg->r.hdr.nkey + 1, sizeof *keys);
 	for (size_t k = 0; k < tg->r.hdr.nkey; k++)
-		vals[k] = vals[1 + tg->r.hdr.key[k]];
+		keys[k] = vals[1 + tg->r.hdr.key[k]];
+	/* a delete carries its key only, as in any changes stream */
+	if (op == DMS_OP_DELETE)
+		dms_writer_row(&rejects_w, op, keys, tg->r.hdr.nkey);
+	else
+		dms_writer_row(&rejects_w, op, vals + 1, ncols);
+	memcpy(vals, keys, tg->r.hdr.nkey * sizeof *keys);
+	free(keys);
 	dms_key_text(&key, vals, tg->r.hdr.nkey);
 	dm_err("rejected %s: %s", dm_buf_cstr(&key), why);
 	rejected++;
@@ -775,6 +808,9 @@ load_group(PGconn *conn, target *tgs, int ntg)
 {
 	if (begin_transaction(conn) < 0 || triggers_switch(conn, tgs, ntg, 1) < 0)
 		return DM_EXIT_FAIL;
+	for (int i = 0; i < ntg; i++)
+		if (dmstate_lease_renew(conn, tgs[i].entity, lease_owner, lease_seconds) < 0)
+			return DM_EXIT_LOCKED;
 	for (int i = 0; i < ntg; i++) {
 		int got = stage_rows(conn, &tgs[i], 0);
 		if (got == -3)
@@ -802,8 +838,13 @@ load_group(PGconn *conn, target *tgs, int ntg)
 static int
 apply_parked(PGconn *conn, target *tgs, int ntg)
 {
-	if (begin_transaction(conn) < 0 || triggers_switch(conn, tgs, ntg, 1) < 0 ||
-	    apply_deletes(conn, tgs, ntg) < 0 || triggers_switch(conn, tgs, ntg, 0) < 0)
+	if (begin_transaction(conn) < 0)
+		return DM_EXIT_FAIL;
+	for (int i = 0; i < ntg; i++)
+		if (dmstate_lease_renew(conn, tgs[i].entity, lease_owner, lease_seconds) < 0)
+			return DM_EXIT_LOCKED;
+	if (triggers_switch(conn, tgs, ntg, 1) < 0 || apply_deletes(conn, tgs, ntg) < 0 ||
+	    triggers_switch(conn, tgs, ntg, 0) < 0)
 		return DM_EXIT_FAIL;
 	for (int i = 0; i < ntg; i++) {
 		char n[32];
@@ -1046,6 +1087,17 @@ main(int argc, char **argv)
 		}
 	} else {
 		dmpg_rollback(conn);
+		/* Say so in dm.run, for status on any machine (a killed process cannot; its lease tells). */
+		char why[64];
+		snprintf(why, sizeof why, "dm-load exit status %d", rc);
+		const char *err = *dmpg_last_error() ? dmpg_last_error() : why;
+		for (int i = 0; i < ntg && !dry_run && !apply_only; i++)
+			if (dmpg_begin(conn, "", NULL) == 0) {
+				if (record_run(conn, &tgs[i], "failed", err) == 0)
+					dmpg_commit(conn);
+				else
+					dmpg_rollback(conn);
+			}
 	}
 	if (rejects_open) {
 		if (dms_writer_finish(&rejects_w, NULL) < 0 || dm_close_output(rejects_fp, rejects_path) < 0)
