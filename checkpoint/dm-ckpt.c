@@ -168,5 +168,5 @@ main(int argc, char **argv)
 out:
 	dmpg_clear(res);
 	dmpg_finish(conn);
-	return rc;
+	return dmpg_exit_code(rc);
 }

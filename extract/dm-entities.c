@@ -440,5 +440,5 @@ out:
 	free(group_no);
 	free(wanted_seen);
 	dm_buf_free(&notes);
-	return rc;
+	return dmpg_exit_code(rc);
 }

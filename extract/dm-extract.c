@@ -368,5 +368,5 @@ out:
 	dm_buf_free(&store);
 	dm_buf_free(&scratch);
 	dm_buf_free(&watermark);
-	return rc;
+	return dmpg_exit_code(rc);
 }

@@ -19,7 +19,8 @@ enum {
 	DM_EXIT_STREAM = 3,	/* malformed, truncated or foreign stream */
 	DM_EXIT_DIFF = 4,	/* verification found differences */
 	DM_EXIT_REJECT = 5,	/* rows rejected by the destination */
-	DM_EXIT_LOCKED = 6	/* another run holds the entity */
+	DM_EXIT_LOCKED = 6,	/* another run holds the entity */
+	DM_EXIT_TRANSIENT = 7	/* lost or refused connection, server restarting: rerun later */
 };
 
 /* A column value as it travels: SQL NULL, PostgreSQL text output, or bytea bytes. */

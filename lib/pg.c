@@ -8,6 +8,34 @@
 static char dmpg_sqlstate[6];
 static char dmpg_error[1024];
 static int dmpg_quiet;
+static int dmpg_transient;
+
+static int
+dmpg_state_transient(const char *state)
+{
+	static const char *const codes[] = { "57P01", "57P02", "57P03", "40001", "40P01", "53300", NULL };
+
+	if (state == NULL || *state == '\0')
+		return 0;
+	if (strncmp(state, "08", 2) == 0)
+		return 1;
+	for (int i = 0; codes[i]; i++)
+		if (strcmp(state, codes[i]) == 0)
+			return 1;
+	return 0;
+}
+
+int
+dmpg_last_transient(void)
+{
+	return dmpg_transient;
+}
+
+int
+dmpg_exit_code(int rc)
+{
+	return rc == DM_EXIT_FAIL && dmpg_transient ? DM_EXIT_TRANSIENT : rc;
+}
 
 static void
 dmpg_report(PGconn *conn, const PGresult *res, const char *what)
@@ -18,6 +46,8 @@ dmpg_report(PGconn *conn, const PGresult *res, const char *what)
 	if (msg == NULL || *msg == '\0')
 		msg = PQerrorMessage(conn);
 	snprintf(dmpg_sqlstate, sizeof dmpg_sqlstate, "%s", state ? state : "");
+	/* No SQLSTATE and a dead connection: the server went away under us. */
+	dmpg_transient = dmpg_state_transient(state) || PQstatus(conn) == CONNECTION_BAD;
 	snprintf(dmpg_error, sizeof dmpg_error, "%s: %s", what, msg);
 	size_t n = strlen(dmpg_error);
 	while (n > 0 && (dmpg_error[n - 1] == '\n' || dmpg_error[n - 1] == ' '))
@@ -69,6 +99,11 @@ dmpg_connect(const char *conninfo, const char *role)
 	}
 	if (PQstatus(conn) != CONNECTION_OK) {
 		dmpg_sqlstate[0] = '\0';
+		/* Unreachable or restarting is worth a retry; refused credentials or names are not. */
+		const char *m = PQerrorMessage(conn);
+		dmpg_transient = strstr(m, "authentication") == NULL && strstr(m, "does not exist") == NULL &&
+		    strstr(m, "permission denied") == NULL && strstr(m, "pg_hba.conf") == NULL &&
+		    strstr(m, "password") == NULL && strstr(m, "invalid") == NULL;
 		/* libpq never puts the password in its message; nor do we print the conninfo. */
 		dm_err("cannot connect to %s: %s", role, PQerrorMessage(conn));
 		PQfinish(conn);

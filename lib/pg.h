@@ -50,6 +50,14 @@ void dmpg_clear(PGresult *res);
 
 /* The SQLSTATE of the last error dmpg saw on this process, or "" . */
 const char *dmpg_last_sqlstate(void);
+/*
+ * Was the last failure transient (connection lost or refused, server shutting
+ * down or starting, serialization failure)? Rerunning the same command later
+ * then converges; callers turn DM_EXIT_FAIL into DM_EXIT_TRANSIENT with
+ * dmpg_exit_code.
+ */
+int dmpg_last_transient(void);
+int dmpg_exit_code(int rc);
 /* The last error, as one line. */
 const char *dmpg_last_error(void);
 /* While on, errors are only kept for dmpg_last_error, not printed (the caller decides). */

@@ -1122,5 +1122,5 @@ out:
 	dmpg_finish(conn);
 	for (int i = 0; i < ntg; i++)
 		target_free(&tgs[i]);
-	return rc;
+	return dmpg_exit_code(rc);
 }

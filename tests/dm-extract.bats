@@ -31,12 +31,13 @@ teardown_file() {
     assert_output --partial "--hashes"
 }
 
-@test "unknown table, missing primary key, unreachable server: one clear line, exit 1" {
+@test "unknown table, missing primary key (exit 1), unreachable server (exit 7): one clear line" {
     run -1 dm-extract --db "$(dm_conninfo awk_src)" --table awk.nope
     assert_output "dm-extract: awk.nope: no table awk.nope: check the name (schema.table, case-sensitive)"
     run -1 dm-extract --db "$(dm_conninfo awk_src)" --table awk.no_pk
     assert_output --partial "has no primary key"
-    run -1 dm-extract --db "host=$DM_TEST_HOST port=1 user=postgres dbname=x" --table awk.ints
+    # unreachable is worth retrying later: exit 7, not 1
+    run -7 dm-extract --db "host=$DM_TEST_HOST port=1 user=postgres dbname=x" --table awk.ints
     assert_output --partial "cannot connect to database"
     [ "${#lines[@]}" -eq 1 ]
 }
@@ -85,4 +86,9 @@ teardown_file() {
 
 @test "a closed pipe is an error, not a silent short stream" {
     run -1 bash -c "dm-extract --db '$(dm_conninfo awk_src)' --table awk.bytes | head -c 10 >/dev/null; exit \${PIPESTATUS[0]}"
+}
+
+@test "a role that does not exist is not worth retrying: exit 1" {
+    run -1 dm-extract --db "host=$DM_TEST_HOST port=$DM_TEST_PORT user=nobody_here dbname=x" --table awk.ints
+    assert_output --partial 'role "nobody_here" does not exist'
 }

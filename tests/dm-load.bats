@@ -99,8 +99,8 @@ setup() {
     assert_output --partial "invalid stream"
 }
 
-@test "unreachable server and unknown table: exit 1 with one clear line" {
-    run -1 dm-load --db "host=$DM_TEST_HOST port=1 dbname=x user=postgres" --table public.big "$DIR/big.rows"
+@test "unreachable server (exit 7) and unknown table (exit 1): one clear line" {
+    run -7 dm-load --db "host=$DM_TEST_HOST port=1 dbname=x user=postgres" --table public.big "$DIR/big.rows"
     assert_output --partial "cannot connect to destination"
     run -1 dm-load --db-env DST --table public.nope "$DIR/big.rows"
     assert_output --partial "no table public.nope"
