@@ -73,6 +73,14 @@ demo: all
 	@scripts/check-deps demo
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/demo
 
+# The benchmark against raw COPY, pgcopydb, pgloader and pg_comparator (docs/benchmarks.md).
+bench: all
+	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench $(BENCH_ARGS)
+
+# The fault-injection scripts in full (make check runs them in reduced form).
+faults: all
+	@PATH="$(CURDIR)/bin:$$PATH" tests/faults/run $(FAULT_ARGS)
+
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
 	install -m 755 $(PROGS) $(SCRIPTS) $(DESTDIR)$(BINDIR)
@@ -86,7 +94,7 @@ lint-man:
 clean:
 	rm -rf build bin
 
-.PHONY: all deps check demo install lint-man clean
+.PHONY: all deps check demo bench faults install lint-man clean
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # Fuzzing (clang's libFuzzer): `make fuzz FUZZ_SECONDS=600`; `make fuzz-smoke` runs in check.
