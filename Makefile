@@ -8,7 +8,7 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
 PKG_CONFIG ?= pkg-config
-PKGS = libpq msgpack libxxhash
+PKGS = libpq msgpack libxxhash libcrypto
 
 CC ?= cc
 CFLAGS ?= -O2 -g
@@ -22,12 +22,12 @@ PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(WARNINGS) -Ilib $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 
-LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c
+LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c
 LIB_OBJ = $(LIB_SRC:lib/%.c=build/lib/%.o)
 
 PROGS = bin/dm-extract bin/dm-entities bin/dm-diff bin/dm-cat bin/dm-load bin/dm-ckpt
 SCRIPTS = bin/dm-migrate
-UNIT_TESTS = bin/test-stream bin/test-copytext bin/test-merge
+UNIT_TESTS = bin/test-stream bin/test-copytext bin/test-merge bin/test-spec
 
 all: deps $(PROGS) $(SCRIPTS)
 
@@ -55,6 +55,7 @@ bin/dm-ckpt: build/checkpoint/dm-ckpt.o build/libdm.a
 bin/test-stream: build/tests/unit/test-stream.o build/libdm.a
 bin/test-copytext: build/tests/unit/test-copytext.o build/libdm.a
 bin/test-merge: build/tests/unit/test-merge.o build/libdm.a
+bin/test-spec: build/tests/unit/test-spec.o build/libdm.a
 
 $(PROGS) $(UNIT_TESTS):
 	@mkdir -p $(@D)
