@@ -6,6 +6,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "copytext.h"
+#include "mapping.h"
 #include "pg.h"
 #include "stream.h"
 
@@ -16,6 +17,7 @@
 
 static const char usage_text[] =
     "usage: dm-extract (--db CONNINFO | --db-env VAR) --table SCHEMA.TABLE [--entity NAME]\n"
+    "       dm-extract (--db ... ) -c SPEC --entity NAME (--other C | --other-env VAR) [--side source|dest]\n"
     "                  [--columns COL,...] [--since VALUE [--overlap INTERVAL]]\n"
     "                  [--change-column COL] [--hashes] [--snapshot ID] [-q] [-v]\n"
     "\n"
@@ -32,6 +34,9 @@ static const char usage_text[] =
     "  --change-column COL  the change column (default: updated_at or last_update)\n"
     "  --hashes             key and row hash only, for the destination side of dm-diff\n"
     "  --snapshot ID        read in a snapshot exported by pg_export_snapshot()\n"
+    "  -c, --spec FILE      read spec entity --entity NAME in the destination's shape\n"
+    "                       (dm.conf(5)); needs --other or --other-env for the other\n"
+    "                       side's catalog, and --side source|dest (default source)\n"
     "  --export-snapshot    print a snapshot id for --snapshot, keep it alive until\n"
     "                       standard input closes (no --table needed)\n"
     "  -q, -v               quieter, more verbose\n"
@@ -89,6 +94,248 @@ is_time_type(const char *type)
 	return strncmp(type, "timestamp", 9) == 0 || strcmp(type, "date") == 0;
 }
 
+/* One COPY turned into a stream: what both plain and mapped extraction share. */
+typedef int (*row_fix_fn)(void *ctx, dm_value *vals);
+
+struct copy_job {
+	PGconn *conn;
+	const char *sql;	/* the SELECT */
+	const dms_header *h;
+	size_t nfields;		/* fields per COPY row: h->ncols, plus a trailing change column maybe */
+	const int *is_bin;
+	int change_pos;		/* field holding the change column, or -1 */
+	dms_keyclass change_class;
+	int hashes;
+	row_fix_fn fix;		/* rewrites values before they are written (UUIDs), or NULL */
+	void *fix_ctx;
+};
+
+/*
+ * Streams the job's rows to stdout as a dm stream, header included, trailer
+ * not: the caller commits first, then finishes w. Tracks the watermark.
+ * Returns 0, or -1 after printing why (w is then open and must be freed).
+ */
+static int
+copy_rows(const struct copy_job *job, dms_writer *w, dm_buf *watermark, int *have_watermark)
+{
+	const dms_header *h = job->h;
+	dm_value *vals = dm_xcalloc(job->nfields + 1, sizeof *vals);
+	dm_value *outvals = dm_xcalloc(h->nkey + 1, sizeof *outvals);
+	dm_buf store = { 0 }, scratch = { 0 };
+	unsigned char hash[DMS_HASH_LEN];
+	int rc = -1;
+	static char outbuf[1 << 20];
+
+	char *copy = dm_xasprintf("COPY (%s) TO STDOUT", job->sql);
+	int started = dmpg_copy_out_start(job->conn, copy);
+	free(copy);
+	setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+	dms_writer_open(w, stdout, h);
+	if (started < 0)
+		goto out;
+	for (;;) {
+		char *line = NULL;
+		int n = dmpg_copy_out_row(job->conn, &line);
+		if (n == -1)
+			break;
+		if (n < 0)
+			goto out;
+		int bad = dmcopy_parse(line, (size_t)n, job->nfields, job->is_bin, &store, vals);
+		dmpg_freemem(line);
+		if (bad || (job->fix != NULL && job->fix(job->fix_ctx, vals) < 0))
+			goto out;
+		const dm_value *cv = job->change_pos >= 0 ? &vals[job->change_pos] : NULL;
+		if (cv != NULL && cv->kind != DM_NULL) {
+			dm_value cur = { watermark->data, (uint32_t)watermark->len, DM_TEXT };
+			if (!*have_watermark || dms_key_cmp(&job->change_class, 1, &cur, cv) < 0) {
+				watermark->len = 0;
+				dm_buf_append(watermark, cv->ptr, cv->len);
+				*have_watermark = 1;
+			}
+		}
+		if (job->hashes) {
+			for (size_t k = 0; k < h->nkey; k++)
+				outvals[k] = vals[h->key[k]];
+			dms_row_hash(vals, h->ncols, &scratch, hash);
+			outvals[h->nkey].kind = DM_BIN;
+			outvals[h->nkey].ptr = (const char *)hash;
+			outvals[h->nkey].len = DMS_HASH_LEN;
+			dms_writer_row(w, DMS_OP_NONE, outvals, h->nkey + 1);
+		} else {
+			dms_writer_row(w, DMS_OP_NONE, vals, h->ncols);
+		}
+		if (ferror(stdout)) {
+			dm_err("cannot write stream: standard output failed (closed pipe?)");
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(vals);
+	free(outvals);
+	dm_buf_free(&store);
+	dm_buf_free(&scratch);
+	return rc;
+}
+
+/* Mapped extraction: UUIDs computed from legacy keys as rows stream by. */
+struct uuid_fix {
+	const dmmap *m;
+	size_t first;		/* index of the first mapped column among the values */
+	char (*text)[37];	/* one UUID text per mapped column */
+	dm_buf name;
+};
+
+static int
+fix_uuids(void *arg, dm_value *vals)
+{
+	struct uuid_fix *f = arg;
+
+	for (size_t i = 0; i < f->m->ncols; i++) {
+		const dmmap_col *c = &f->m->cols[i];
+		dm_value *v = &vals[f->first + i];
+		if (c->kind == DMMAP_EXPR || v->kind == DM_NULL)
+			continue;
+		f->name.len = 0;
+		dmspec_uuid_name(&f->name, c->kind == DMMAP_UUID ? f->m->e->name : c->ref_entity, v, 1);
+		if (dmspec_uuid5(f->m->spec->ns, f->name.data, f->name.len, f->text[i]) < 0)
+			return -1;
+		v->ptr = f->text[i];
+		v->len = 36;
+	}
+	return 0;
+}
+
+/*
+ * Extracts spec entity `name`, on the side `side` ("source" or "dest"), in
+ * the destination's shape: the legacy key first, then the mapped columns.
+ * conn reads; other only lends its catalog. Returns an exit code.
+ */
+static int
+extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, int dest_side,
+    const char *since, const char *overlap, const char *snapshot, int hashes)
+{
+	const dmspec_entity *e = dmspec_find(sp, name);
+	PGconn *src = dest_side ? other : conn, *dst = dest_side ? conn : other;
+	dmmap m;
+	dms_header h;
+	dms_writer w;
+	int built = 0, wopen = 0, rc = DM_EXIT_FAIL, have_wm = 0;
+	dm_buf wm = { 0 };
+	char *sql = NULL, *cond = NULL;
+	int *is_bin = NULL;
+	struct uuid_fix fix = { 0 };
+
+	dms_header_init(&h);
+	if (e == NULL) {
+		dm_err("%s: no [entity %s] in the spec", sp->path, name);
+		return DM_EXIT_USAGE;
+	}
+	if (dmpg_begin(conn, "ISOLATION LEVEL REPEATABLE READ, READ ONLY", snapshot) < 0 ||
+	    dmpg_begin(other, "ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL) < 0)
+		goto out;
+	built = 1;
+	if (dmmap_build(src, dst, sp, e, &m) < 0)
+		goto out;
+	if (dest_side && since != NULL) {
+		dm_err("--since reads the source side only");
+		rc = DM_EXIT_USAGE;
+		goto out;
+	}
+	h.kind = hashes ? DMS_HASHES : DMS_ROWS;
+	h.entity = dm_xstrdup(e->name);
+	h.table = dm_xstrdup(e->target);
+	h.ncols = m.nkey + m.ncols;
+	h.cols = dm_xcalloc(h.ncols, sizeof *h.cols);
+	is_bin = dm_xcalloc(h.ncols + 1, sizeof *is_bin);
+	for (size_t i = 0; i < m.nkey; i++) {
+		h.cols[i].name = dm_xstrdup(m.key_names[i]);
+		h.cols[i].type = dm_xstrdup("text");
+	}
+	for (size_t i = 0; i < m.ncols; i++) {
+		h.cols[m.nkey + i].name = dm_xstrdup(m.cols[i].dest);
+		h.cols[m.nkey + i].type = dm_xstrdup(m.cols[i].dest_type);
+		is_bin[m.nkey + i] = m.cols[i].dest_is_bytea;
+	}
+	h.nkey = m.nkey;
+	h.key = dm_xcalloc(h.nkey, sizeof *h.key);
+	for (size_t i = 0; i < h.nkey; i++)
+		h.key[i] = i;
+	dms_header_classify(&h);
+	h.since = since ? dm_xstrdup(since) : NULL;
+	if (!dest_side && m.change_src >= 0)
+		h.change_column = dm_xstrdup(m.src.cols[m.change_src].name);
+	if (since != NULL && m.change_src < 0) {
+		dm_err("--since needs a change column: name one with change_column in the spec");
+		goto out;
+	}
+
+	struct copy_job job = { conn, NULL, &h, h.ncols, is_bin, -1, DMS_KEY_BYTES, hashes, NULL, NULL };
+	if (!dest_side) {
+		const char *tz = sp->source_timezone ? sp->source_timezone : "UTC";
+		const char *p[3] = { tz, since ? since : "", overlap ? overlap : "0" };
+		if (dmpg_run_params(conn, "SELECT pg_catalog.set_config('dm.source_tz', $1, true),"
+		    " pg_catalog.set_config('dm.since', $2, true), pg_catalog.set_config('dm.overlap', $3, true)", 3, p) < 0)
+			goto out;
+		if (since != NULL) {
+			const dmpg_column *cc = &m.src.cols[m.change_src];
+			char *q = dmpg_ident(conn, cc->name);
+			cond = is_time_type(cc->type) && overlap ?
+			    dm_xasprintf("s.%s >= pg_catalog.current_setting('dm.since')::%s"
+				" - pg_catalog.current_setting('dm.overlap')::pg_catalog.interval", q, cc->type) :
+			    dm_xasprintf("s.%s >= pg_catalog.current_setting('dm.since')::%s", q, cc->type);
+			free(q);
+		}
+		sql = dmmap_source_sql(conn, &m, cond);
+		if (m.change_src >= 0) {
+			job.nfields = h.ncols + 1;
+			job.change_pos = (int)h.ncols;
+			job.change_class = dms_type_keyclass(m.src.cols[m.change_src].type);
+		}
+		fix.m = &m;
+		fix.first = m.nkey;
+		fix.text = dm_xcalloc(m.ncols + 1, sizeof *fix.text);
+		job.fix = fix_uuids;
+		job.fix_ctx = &fix;
+	} else {
+		const char *p[1] = { e->name };
+		if (dmpg_run_params(conn, "SELECT pg_catalog.set_config('dm.entity', $1, true)", 1, p) < 0)
+			goto out;
+		PGresult *res = dmpg_exec(conn, "SELECT pg_catalog.to_regclass('dm.ledger') IS NOT NULL");
+		int ledger = res != NULL && dmpg_value(res, 0, 0)[0] == 't';
+		dmpg_clear(res);
+		if (res == NULL)
+			goto out;
+		sql = dmmap_dest_sql(conn, &m);
+		if (!ledger && m.legacy_dst < 0) {
+			/* nothing loaded yet: no ledger, so no row of ours in the destination */
+			free(sql);
+			sql = dm_xstrdup("SELECT 1 WHERE false");
+		}
+	}
+	job.sql = sql;
+	wopen = 1;
+	if (copy_rows(&job, &w, &wm, &have_wm) < 0)
+		goto out;
+	if (dmpg_commit(conn) < 0 || dms_writer_finish(&w, have_wm ? dm_buf_cstr(&wm) : NULL) < 0 ||
+	    dm_close_output(stdout, "stream") < 0)
+		goto out;
+	rc = DM_EXIT_OK;
+out:
+	if (wopen)
+		dms_writer_free(&w);
+	if (built)
+		dmmap_free(&m);
+	dms_header_free(&h);
+	dm_buf_free(&wm);
+	dm_buf_free(&fix.name);
+	free(fix.text);
+	free(sql);
+	free(cond);
+	free(is_bin);
+	return rc;
+}
+
 /*
  * Exports a snapshot and holds it: every entity of a run can then read the
  * same instant, so foreign keys read at different times still agree.
@@ -135,8 +382,9 @@ main(int argc, char **argv)
 	int writer_open = 0;
 	size_t *colidx = NULL;
 	int *is_bin = NULL;
-	dm_value *vals = NULL, *outvals = NULL;
-	dm_buf sql = { 0 }, store = { 0 }, scratch = { 0 }, watermark = { 0 };
+	dm_buf sql = { 0 }, watermark = { 0 };
+	PGconn *other = NULL;
+	dmspec spec = { 0 };
 	char *schema = NULL, *name = NULL;
 	int have_watermark = 0;
 
@@ -145,7 +393,9 @@ main(int argc, char **argv)
 	if (argc > 1)
 		dm_std_option(argv[1], usage_text);
 
-	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_SINCE, O_OVERLAP, O_CHANGE, O_HASHES, O_SNAP, O_COLS, O_EXPORT };
+	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_SINCE, O_OVERLAP, O_CHANGE, O_HASHES, O_SNAP, O_COLS, O_EXPORT,
+		O_OTHER, O_OTHERENV, O_SIDE };
+	const char *spec_path = NULL, *other_ci = NULL, *other_env = NULL, *side = "source";
 	int export_snapshot = 0;
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, O_DB },
@@ -159,12 +409,16 @@ main(int argc, char **argv)
 		{ "snapshot", required_argument, NULL, O_SNAP },
 		{ "columns", required_argument, NULL, O_COLS },
 		{ "export-snapshot", no_argument, NULL, O_EXPORT },
+		{ "spec", required_argument, NULL, 'c' },
+		{ "other", required_argument, NULL, O_OTHER },
+		{ "other-env", required_argument, NULL, O_OTHERENV },
+		{ "side", required_argument, NULL, O_SIDE },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
 	int ch;
-	while ((ch = getopt_long(argc, argv, "qv", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:qv", opts, NULL)) != -1) {
 		switch (ch) {
 		case O_DB: db = optarg; break;
 		case O_DBENV: db_env = optarg; break;
@@ -177,6 +431,10 @@ main(int argc, char **argv)
 		case O_SNAP: snapshot = optarg; break;
 		case O_COLS: columns_opt = optarg; break;
 		case O_EXPORT: export_snapshot = 1; break;
+		case 'c': spec_path = optarg; break;
+		case O_OTHER: other_ci = optarg; break;
+		case O_OTHERENV: other_env = optarg; break;
+		case O_SIDE: side = optarg; break;
 		case 'h': dm_std_option("--help", usage_text); break;
 		case 'V': dm_std_option("--version", usage_text); break;
 		case 'q': dm_verbosity = 0; break;
@@ -189,6 +447,29 @@ main(int argc, char **argv)
 			usage();
 		const char *ci = dm_conninfo(db, db_env);
 		return ci == NULL ? DM_EXIT_USAGE : hold_snapshot(ci);
+	}
+	if (spec_path != NULL) {
+		/* A spec entity: read in the destination's shape, both catalogs needed. */
+		if (optind != argc || entity == NULL || table_arg != NULL || columns_opt != NULL || change_opt != NULL ||
+		    (strcmp(side, "source") != 0 && strcmp(side, "dest") != 0))
+			usage();
+		dm_subject = entity;
+		const char *ci = dm_conninfo(db, db_env);
+		if (ci == NULL)
+			return DM_EXIT_USAGE;
+		const char *oci = dm_conninfo(other_ci, other_env);
+		if (oci == NULL)
+			return DM_EXIT_USAGE;
+		if (dmspec_load(spec_path, &spec) < 0)
+			return DM_EXIT_FAIL;
+		signal(SIGPIPE, SIG_IGN);
+		int dest_side = strcmp(side, "dest") == 0;
+		conn = dmpg_connect(ci, dest_side ? "destination" : "source");
+		if (conn != NULL)
+			other = dmpg_connect(oci, dest_side ? "source" : "destination");
+		rc = conn && other ? extract_mapped(conn, other, &spec, entity, dest_side, since, overlap, snapshot, hashes)
+		    : DM_EXIT_FAIL;
+		goto out;
 	}
 	if (optind != argc || table_arg == NULL)
 		usage();
@@ -266,7 +547,7 @@ main(int argc, char **argv)
 	h.change_column = change >= 0 ? dm_xstrdup(t.cols[change].name) : NULL;
 
 	/* Build the query; identifiers are quoted by libpq, the --since value travels as a parameter. */
-	dm_buf_puts(&sql, "COPY (SELECT ");
+	dm_buf_puts(&sql, "SELECT ");
 	for (size_t i = 0; i < h.ncols; i++) {
 		char *q = dmpg_ident(conn, h.cols[i].name);
 		dm_buf_printf(&sql, "%s%s", i ? ", " : "", q);
@@ -296,53 +577,11 @@ main(int argc, char **argv)
 			dm_buf_printf(&sql, "%s(%s)::pg_catalog.text COLLATE pg_catalog.\"C\"", k ? ", " : "", q);
 		free(q);
 	}
-	dm_buf_puts(&sql, ") TO STDOUT");
-	if (dmpg_copy_out_start(conn, dm_buf_cstr(&sql)) < 0)
-		goto out;
-
-	static char outbuf[1 << 20];
-	setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
-	dms_writer_open(&w, stdout, &h);
-	writer_open = 1;
-	vals = dm_xcalloc(h.ncols, sizeof *vals);
-	outvals = dm_xcalloc(h.nkey + 1, sizeof *outvals);
-	unsigned char hash[DMS_HASH_LEN];
 	dms_keyclass change_class = change >= 0 ? dms_type_keyclass(t.cols[change].type) : DMS_KEY_BYTES;
-	for (;;) {
-		char *line = NULL;
-		int n = dmpg_copy_out_row(conn, &line);
-		if (n == -1)
-			break;
-		if (n < 0)
-			goto out;
-		int bad = dmcopy_parse(line, (size_t)n, h.ncols, is_bin, &store, vals);
-		dmpg_freemem(line);
-		if (bad)
-			goto out;
-		if (change_pos >= 0 && vals[change_pos].kind != DM_NULL) {
-			dm_value cur = { watermark.data, (uint32_t)watermark.len, DM_TEXT };
-			if (!have_watermark || dms_key_cmp(&change_class, 1, &cur, &vals[change_pos]) < 0) {
-				watermark.len = 0;
-				dm_buf_append(&watermark, vals[change_pos].ptr, vals[change_pos].len);
-				have_watermark = 1;
-			}
-		}
-		if (hashes) {
-			for (size_t k = 0; k < h.nkey; k++)
-				outvals[k] = vals[h.key[k]];
-			dms_row_hash(vals, h.ncols, &scratch, hash);
-			outvals[h.nkey].kind = DM_BIN;
-			outvals[h.nkey].ptr = (const char *)hash;
-			outvals[h.nkey].len = DMS_HASH_LEN;
-			dms_writer_row(&w, DMS_OP_NONE, outvals, h.nkey + 1);
-		} else {
-			dms_writer_row(&w, DMS_OP_NONE, vals, h.ncols);
-		}
-		if (ferror(stdout)) {
-			dm_err("cannot write stream: standard output failed (closed pipe?)");
-			goto out;
-		}
-	}
+	struct copy_job job = { conn, dm_buf_cstr(&sql), &h, h.ncols, is_bin, change_pos, change_class, hashes, NULL, NULL };
+	if (copy_rows(&job, &w, &watermark, &have_watermark) < 0)
+		goto out;
+	writer_open = 1;
 	if (dmpg_commit(conn) < 0)
 		goto out;
 	/* The trailer goes out only once the whole snapshot was read: readers trust nothing less. */
@@ -356,17 +595,15 @@ out:
 	if (writer_open)
 		dms_writer_free(&w);
 	dmpg_finish(conn);
+	dmpg_finish(other);
+	dmspec_free(&spec);
 	dmpg_table_free(&t);
 	dms_header_free(&h);
 	free(colidx);
 	free(is_bin);
-	free(vals);
-	free(outvals);
 	free(schema);
 	free(name);
 	dm_buf_free(&sql);
-	dm_buf_free(&store);
-	dm_buf_free(&scratch);
 	dm_buf_free(&watermark);
 	return dmpg_exit_code(rc);
 }

@@ -275,7 +275,10 @@ dmpg_table_load(PGconn *conn, const char *schema, const char *name, int need_key
 	res = dmpg_exec_params(conn,
 	    "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),"
 	    " (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END) = 'pg_catalog.bytea'::pg_catalog.regtype,"
-	    " a.attgenerated <> '', a.attidentity = 'a', a.attnotnull, a.atthasdef"
+	    " a.attgenerated <> '', a.attidentity = 'a', a.attnotnull, a.atthasdef,"
+	    " (SELECT b.typcategory FROM pg_catalog.pg_type b"
+	    "   WHERE b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END),"
+	    " t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace"
 	    " FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
 	    " WHERE a.attrelid = $1::pg_catalog.oid AND a.attnum > 0 AND NOT a.attisdropped"
 	    " ORDER BY a.attnum", 1, oidp);
@@ -294,6 +297,8 @@ dmpg_table_load(PGconn *conn, const char *schema, const char *name, int need_key
 		c->identity_always = PQgetvalue(res, (int)i, 4)[0] == 't';
 		c->not_null = PQgetvalue(res, (int)i, 5)[0] == 't';
 		c->has_default = PQgetvalue(res, (int)i, 6)[0] == 't';
+		c->category = PQgetvalue(res, (int)i, 7)[0];
+		c->builtin = PQgetvalue(res, (int)i, 8)[0] == 't';
 		if (t->change_col < 0 && !c->generated &&
 		    (strcmp(c->name, "updated_at") == 0 || strcmp(c->name, "last_update") == 0))
 			t->change_col = (int)i;
@@ -333,12 +338,58 @@ out:
 	return rc;
 }
 
+int
+dmpg_query_load(PGconn *conn, const char *query, dmpg_table *t)
+{
+	memset(t, 0, sizeof *t);
+	t->change_col = -1;
+	char *sql = dm_xasprintf("SELECT * FROM (%s) AS dm_query LIMIT 0", query);
+	PGresult *res = dmpg_exec(conn, sql);
+	free(sql);
+	if (res == NULL)
+		return -1;
+	t->ncols = (size_t)PQnfields(res);
+	t->cols = dm_xcalloc(t->ncols + 1, sizeof *t->cols);
+	t->relkind = 'q';
+	int rc = 0;
+	for (size_t i = 0; i < t->ncols && rc == 0; i++) {
+		dmpg_column *c = &t->cols[i];
+		char oid[16], mod[16];
+		snprintf(oid, sizeof oid, "%u", PQftype(res, (int)i));
+		snprintf(mod, sizeof mod, "%d", PQfmod(res, (int)i));
+		const char *p[2] = { oid, mod };
+		PGresult *tr = dmpg_exec_params(conn,
+		    "SELECT pg_catalog.format_type($1::pg_catalog.oid, $2::pg_catalog.int4),"
+		    " (SELECT b.typcategory FROM pg_catalog.pg_type b WHERE b.oid = CASE WHEN t.typtype = 'd'"
+		    "   THEN t.typbasetype ELSE t.oid END),"
+		    " t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace,"
+		    " (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END) = 'pg_catalog.bytea'::pg_catalog.regtype"
+		    " FROM pg_catalog.pg_type t WHERE t.oid = $1::pg_catalog.oid", 2, p);
+		if (tr == NULL || PQntuples(tr) != 1) {
+			rc = -1;
+		} else {
+			c->name = dm_xstrdup(PQfname(res, (int)i));
+			c->type = dm_xstrdup(PQgetvalue(tr, 0, 0));
+			c->category = PQgetvalue(tr, 0, 1)[0];
+			c->builtin = PQgetvalue(tr, 0, 2)[0] == 't';
+			c->is_bytea = PQgetvalue(tr, 0, 3)[0] == 't';
+			if (t->change_col < 0 && (strcmp(c->name, "updated_at") == 0 || strcmp(c->name, "last_update") == 0))
+				t->change_col = (int)i;
+		}
+		PQclear(tr);
+	}
+	PQclear(res);
+	if (rc < 0)
+		dmpg_table_free(t);
+	return rc;
+}
+
 void
 dmpg_table_free(dmpg_table *t)
 {
 	if (t == NULL)
 		return;
-	for (size_t i = 0; i < t->ncols; i++) {
+	for (size_t i = 0; i < t->ncols && t->cols != NULL; i++) {
 		free(t->cols[i].name);
 		free(t->cols[i].type);
 	}

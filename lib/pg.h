@@ -18,6 +18,8 @@ typedef struct dmpg_column {
 	int identity_always;	/* needs OVERRIDING SYSTEM VALUE */
 	int not_null;
 	int has_default;
+	char category;		/* pg_type.typcategory of the base type: N numeric, S string, D date/time ... */
+	int builtin;		/* the type lives in pg_catalog, so another server knows it too */
 } dmpg_column;
 
 /* A table: its columns in attnum order and its primary key. Owned; dmpg_table_free. */
@@ -81,6 +83,11 @@ char *dmpg_ident(PGconn *conn, const char *name);
 /* Reads a table's description; 0, or -1 after printing why (unknown table, no key). */
 int dmpg_table_load(PGconn *conn, const char *schema, const char *name, int need_key, dmpg_table *t);
 void dmpg_table_free(dmpg_table *t);
+/*
+ * Describes what a SELECT returns (columns, types) without running it, as a
+ * table with no key: for spec entities whose source is a query.
+ */
+int dmpg_query_load(PGconn *conn, const char *query, dmpg_table *t);
 /* Index of the column called name, or -1. */
 int dmpg_table_column(const dmpg_table *t, const char *name);
 

@@ -11,6 +11,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "copytext.h"
+#include "mapping.h"
 #include "pg.h"
 #include "state.h"
 #include "stream.h"
@@ -81,6 +82,8 @@ typedef struct target {
 	uint64_t ins, upd, del, same, staged_rows, batches;
 	dm_buf copybuf;
 	dm_buf lastkey;
+	int mapped;		/* keyed by a legacy key (spec entity): the ledger finds its rows */
+	char *ledger_sql;
 	char *triggers_off;	/* ALTER TABLE ... DISABLE TRIGGER for its enabled user triggers, or NULL */
 	char *triggers_on;
 	FILE *spool;		/* with --rejects: the batch's COPY text, to replay row by row */
@@ -162,6 +165,19 @@ triggers_switch(PGconn *conn, target *tgs, int ntg, int off)
 	return 0;
 }
 
+/* Deletes of a spec entity find their rows through the ledger: the legacy key is no column here. */
+static void
+use_ledger_join(PGconn *conn, target *tg)
+{
+	char *pk = dmpg_ident(conn, tg->t.cols[tg->t.key[0]].name);
+
+	tg->mapped = 1;
+	free(tg->key_join);
+	tg->key_join = dm_xasprintf(" AND p.via_ledger AND l.entity = p.entity AND l.legacy_key = p.key"
+	    " AND t.%s = (l.dest_key)::%s", pk, tg->t.cols[tg->t.key[0]].type);
+	free(pk);
+}
+
 /* Builds the SQL of one target once its stream header and catalog are known. */
 static int
 target_prepare(PGconn *conn, target *tg, int idx, int need_stream)
@@ -184,7 +200,18 @@ target_prepare(PGconn *conn, target *tg, int idx, int need_stream)
 			rc = -2;
 			goto out;
 		}
+		/* A spec entity's stream is keyed by its legacy key, which is not a column here. */
+		tg->mapped = h->nkey > 0;
+		for (size_t k = 0; k < h->nkey; k++)
+			if (strncmp(h->cols[h->key[k]].name, DMMAP_LEGACY_PREFIX, strlen(DMMAP_LEGACY_PREFIX)) != 0)
+				tg->mapped = 0;
+		if (tg->is_bin == NULL)
+			tg->is_bin = dm_xcalloc(h->ncols + 1, sizeof *tg->is_bin);
 		for (size_t i = 0; i < h->ncols; i++) {
+			if (tg->mapped && strncmp(h->cols[i].name, DMMAP_LEGACY_PREFIX, strlen(DMMAP_LEGACY_PREFIX)) == 0) {
+				map[i] = -1;
+				continue;
+			}
 			map[i] = dmpg_table_column(&tg->t, h->cols[i].name);
 			if (map[i] < 0 || tg->t.cols[map[i]].generated) {
 				dm_err("column mismatch: destination %s has no %scolumn \"%s\" for the stream's column",
@@ -193,17 +220,30 @@ target_prepare(PGconn *conn, target *tg, int idx, int need_stream)
 			}
 			if (tg->t.cols[map[i]].identity_always)
 				overriding = 1;
-			if (tg->is_bin == NULL)
-				tg->is_bin = dm_xcalloc(h->ncols + 1, sizeof *tg->is_bin);
 			/* the spool line starts with the op: column i is field i + 1 */
 			tg->is_bin[i + 1] = tg->t.cols[map[i]].is_bytea;
 		}
-		if (h->nkey != tg->t.nkey) {
+		if (tg->mapped) {
+			for (size_t k = 0; k < tg->t.nkey; k++) {
+				int found = 0;
+				for (size_t i = 0; i < h->ncols; i++)
+					found |= map[i] == (int)tg->t.key[k];
+				if (!found) {
+					dm_err("key mismatch: the stream does not fill the destination's primary key \"%s\"",
+					    tg->t.cols[tg->t.key[k]].name);
+					goto out;
+				}
+			}
+			if (tg->t.nkey != 1) {
+				dm_err("a spec entity's destination needs a single-column primary key");
+				goto out;
+			}
+		} else if (h->nkey != tg->t.nkey) {
 			dm_err("key mismatch: the stream's key has %zu columns, the destination's primary key %zu",
 			    h->nkey, tg->t.nkey);
 			goto out;
 		}
-		for (size_t k = 0; k < h->nkey; k++)
+		for (size_t k = 0; k < h->nkey && !tg->mapped; k++)
 			if ((size_t)map[h->key[k]] != tg->t.key[k]) {
 				dm_err("key mismatch: key column %zu is \"%s\" in the stream, \"%s\" in the destination",
 				    k + 1, h->cols[h->key[k]].name, tg->t.cols[tg->t.key[k]].name);
@@ -215,9 +255,20 @@ target_prepare(PGconn *conn, target *tg, int idx, int need_stream)
 	}
 
 	tg->stage = dm_xasprintf("pg_temp.dm_stage_%d", idx);
+	dm_buf stagecols = { 0 }, copycols = { 0 }, larr = { 0 };
 	for (size_t i = 0; i < ncols; i++) {
+		if (map[i] < 0) {
+			char *v = dmpg_ident(conn, h->cols[i].name);
+			dm_buf_printf(&stagecols, ", NULL::pg_catalog.text AS %s", v);
+			dm_buf_printf(&copycols, ", %s", v);
+			dm_buf_printf(&larr, "%s%s", larr.len ? ", " : "", v);
+			free(v);
+			continue;
+		}
 		char *q = dmpg_ident(conn, tg->t.cols[map[i]].name);
-		dm_buf_printf(&cols, "%s%s", i ? ", " : "", q);
+		dm_buf_printf(&stagecols, ", t.%s", q);
+		dm_buf_printf(&copycols, ", %s", q);
+		dm_buf_printf(&cols, "%s%s", cols.len ? ", " : "", q);
 		int is_key = 0;
 		for (size_t k = 0; k < tg->t.nkey; k++)
 			if (tg->t.key[k] == (size_t)map[i])
@@ -238,9 +289,23 @@ target_prepare(PGconn *conn, target *tg, int idx, int need_stream)
 		free(q);
 	}
 	tg->create_stage_sql = dm_xasprintf(
-	    "CREATE TEMPORARY TABLE %s ON COMMIT DROP AS SELECT NULL::pg_catalog.int2 AS \"dm.op\", %s FROM %s%s WITH NO DATA",
-	    tg->stage, dm_buf_cstr(&cols), tg->t.relkind == 'r' ? "ONLY " : "", tg->t.qualified);
-	tg->copy_sql = dm_xasprintf("COPY %s (\"dm.op\", %s) FROM STDIN", tg->stage, dm_buf_cstr(&cols));
+	    "CREATE TEMPORARY TABLE %s ON COMMIT DROP AS SELECT NULL::pg_catalog.int2 AS \"dm.op\"%s FROM %s%s t WITH NO DATA",
+	    tg->stage, dm_buf_cstr(&stagecols), tg->t.relkind == 'r' ? "ONLY " : "", tg->t.qualified);
+	tg->copy_sql = dm_xasprintf("COPY %s (\"dm.op\"%s) FROM STDIN", tg->stage, dm_buf_cstr(&copycols));
+	if (tg->mapped) {
+		char *pk = dmpg_ident(conn, tg->t.cols[tg->t.key[0]].name);
+		/* the pair (legacy key, destination key), for deletes, the destination side, and people */
+		tg->ledger_sql = dm_xasprintf(
+		    "INSERT INTO dm.ledger (entity, legacy_key, dest_key) SELECT $1, ARRAY[%s], (%s)::pg_catalog.text"
+		    " FROM %s WHERE \"dm.op\" <> 2 ON CONFLICT (entity, legacy_key) DO UPDATE SET dest_key = EXCLUDED.dest_key"
+		    " WHERE dm.ledger.dest_key <> EXCLUDED.dest_key", dm_buf_cstr(&larr), pk, tg->stage);
+		karr.len = 0;
+		dm_buf_puts(&karr, dm_buf_cstr(&larr));
+		free(pk);
+	}
+	dm_buf_free(&stagecols);
+	dm_buf_free(&copycols);
+	dm_buf_free(&larr);
 	if (set.len)
 		dm_buf_printf(&sel, "DO UPDATE SET %s WHERE (%s, NULL) IS DISTINCT FROM (%s, NULL)",
 		    dm_buf_cstr(&set), dm_buf_cstr(&lhs), dm_buf_cstr(&rhs));
@@ -252,9 +317,11 @@ target_prepare(PGconn *conn, target *tg, int idx, int need_stream)
 	    tg->t.qualified, dm_buf_cstr(&cols), overriding ? " OVERRIDING SYSTEM VALUE" : "",
 	    dm_buf_cstr(&cols), tg->stage, dm_buf_cstr(&keys), dm_buf_cstr(&sel));
 	tg->pending_sql = dm_xasprintf(
-	    "INSERT INTO dm.pending_delete (entity, run_id, key) SELECT $1, $2, ARRAY[%s] FROM %s WHERE \"dm.op\" = 2",
-	    dm_buf_cstr(&karr), tg->stage);
+	    "INSERT INTO dm.pending_delete (entity, run_id, key, via_ledger) SELECT $1, $2, ARRAY[%s], %s FROM %s WHERE \"dm.op\" = 2",
+	    dm_buf_cstr(&karr), tg->mapped ? "true" : "false", tg->stage);
 	tg->key_join = dm_xstrdup(dm_buf_cstr(&kjoin));
+	if (tg->mapped)
+		use_ledger_join(conn, tg);
 	if (disable_triggers && collect_triggers(conn, tg) < 0)
 		goto out;
 	tg->drop_stage_sql = dm_xasprintf("DROP TABLE %s", tg->stage);
@@ -294,6 +361,7 @@ target_free(target *tg)
 		fclose(tg->spool);
 	free(tg->triggers_off);
 	free(tg->triggers_on);
+	free(tg->ledger_sql);
 	free(tg->is_bin);
 }
 
@@ -418,15 +486,22 @@ apply_upserts(PGconn *conn, target *tgs, int ntg)
 	PGresult *res = dmpg_exec(conn, dm_buf_cstr(&sql));
 	if (res == NULL)
 		goto out;
+	uint64_t ins[MAX_TARGETS], upd[MAX_TARGETS];
 	for (int i = 0; i < ntg; i++) {
-		target *tg = &tgs[i];
-		uint64_t ins = get_u64(res, 0, 2 * i), upd = get_u64(res, 0, 2 * i + 1);
-		tg->ins += ins;
-		tg->upd += upd;
-		/* Staged rows that were neither inserted nor updated: deletes or unchanged rows. */
-		(void)upd;
+		ins[i] = get_u64(res, 0, 2 * i);
+		upd[i] = get_u64(res, 0, 2 * i + 1);
 	}
 	dmpg_clear(res);
+	for (int i = 0; i < ntg; i++) {
+		const char *p[1] = { tgs[i].entity };
+		if (tgs[i].ledger_sql != NULL && dmpg_run_params(conn, tgs[i].ledger_sql, 1, p) < 0)
+			goto out;
+	}
+	/* counted only once the whole step succeeded */
+	for (int i = 0; i < ntg; i++) {
+		tgs[i].ins += ins[i];
+		tgs[i].upd += upd[i];
+	}
 	rc = 0;
 out:
 	dm_buf_free(&sql);
@@ -482,11 +557,25 @@ apply_deletes(PGconn *conn, target *tgs, int ntg)
 			goto out;
 		}
 	}
+	for (int i = 0; i < ntg; i++) {
+		if (tgs[i].mapped || tgs[i].reader_open)
+			continue;
+		/* --apply-deletes has no stream to say how the parked keys find their rows */
+		const char *p[1] = { tgs[i].entity };
+		PGresult *pr = dmpg_exec_params(conn, "SELECT COALESCE(pg_catalog.bool_or(via_ledger), false)"
+		    " FROM dm.pending_delete WHERE entity = $1", 1, p);
+		if (pr == NULL)
+			goto out;
+		if (dmpg_value(pr, 0, 0)[0] == 't')
+			use_ledger_join(conn, &tgs[i]);
+		dmpg_clear(pr);
+	}
 	dm_buf_puts(&sql, "WITH ");
 	for (int i = 0; i < ntg; i++) {
-		dm_buf_printf(&sql, "%sd%d AS (DELETE FROM %s AS t USING dm.pending_delete p"
+		dm_buf_printf(&sql, "%sd%d AS (DELETE FROM %s AS t USING dm.pending_delete p%s"
 		    " WHERE p.entity = $%d AND (p.ready OR p.run_id = $%d)%s RETURNING 1)",
-		    i ? ", " : "", i, tgs[i].t.qualified, 2 * i + 1, 2 * i + 2, tgs[i].key_join);
+		    i ? ", " : "", i, tgs[i].t.qualified, tgs[i].mapped ? ", dm.ledger l" : "",
+		    2 * i + 1, 2 * i + 2, tgs[i].key_join);
 		params[2 * i] = tgs[i].entity;
 		params[2 * i + 1] = run_id;
 	}
@@ -501,6 +590,10 @@ apply_deletes(PGconn *conn, target *tgs, int ntg)
 	dmpg_clear(res);
 	for (int i = 0; i < ntg; i++) {
 		const char *p[2] = { tgs[i].entity, run_id };
+		if (tgs[i].mapped && dmpg_run_params(conn, "DELETE FROM dm.ledger l USING dm.pending_delete p"
+		    " WHERE p.entity = $1 AND (p.ready OR p.run_id = $2) AND p.via_ledger"
+		    " AND l.entity = p.entity AND l.legacy_key = p.key", 2, p) < 0)
+			goto out;
 		if (dmpg_run_params(conn, "DELETE FROM dm.pending_delete WHERE entity = $1 AND (ready OR run_id = $2)", 2, p) < 0)
 			goto out;
 	}
