@@ -4,6 +4,7 @@
  * entity; the destination's foreign keys order them, parents first.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "mapping.h"
 #include "pg.h"
 
 #include <getopt.h>
@@ -13,11 +14,13 @@
 
 static const char usage_text[] =
     "usage: dm-entities (--source CONNINFO | --source-env VAR) (--dest CONNINFO | --dest-env VAR)\n"
-    "                   [-q] [-v] [ENTITY...]\n"
+    "                   [-c SPEC] [-q] [-v] [ENTITY...]\n"
     "\n"
     "Prints the entities to migrate in load order, one per line, tab-separated:\n"
     "LEVEL ENTITY TABLE KEYCOLS CHANGECOL GROUP COLUMNS PARENTS. Lines starting with #\n"
-    "explain skipped tables and foreign-key cycles.\n";
+    "explain skipped tables and foreign-key cycles. With -c SPEC (dm.conf(5)) the\n"
+    "entities are the spec's, checked against both catalogs first (the preflight);\n"
+    "TABLE is then the destination table and COLUMNS is -.\n";
 
 static void
 usage(void)
@@ -36,6 +39,8 @@ typedef struct entity {
 	int index, lowlink, on_stack;
 	int scc;
 	int level;
+	/* what the output line says of it */
+	char *out_table, *out_keys, *out_change, *out_cols;
 } entity;
 
 typedef struct graph {
@@ -140,65 +145,14 @@ has_bad_char(const char *s)
 	return strpbrk(s, ",\t\n\r") != NULL;
 }
 
-int
-main(int argc, char **argv)
+/*
+ * Zero-config: every source table that exists under the same name in the
+ * destination is an entity. Returns the number of problems found, or -1.
+ */
+static int
+discover_tables(PGconn *src, PGconn *dst, graph *g, char **wanted, int nwanted, int *wanted_seen, dm_buf *notes)
 {
-	const char *src_ci = NULL, *src_env = NULL, *dst_ci = NULL, *dst_env = NULL;
-	PGconn *src = NULL, *dst = NULL;
-	PGresult *res = NULL;
-	graph g = { 0 };
-	int rc = DM_EXIT_FAIL, errors = 0;
-	size_t *order = NULL;
-	int *group_no = NULL;
-	dm_buf notes = { 0 };	/* the # lines, printed only with a list that can be used */
-
-	dm_prog = "dm-entities";
-	if (argc > 1)
-		dm_std_option(argv[1], usage_text);
-	enum { O_SRC = 256, O_SRCENV, O_DST, O_DSTENV };
-	static const struct option opts[] = {
-		{ "source", required_argument, NULL, O_SRC },
-		{ "source-env", required_argument, NULL, O_SRCENV },
-		{ "dest", required_argument, NULL, O_DST },
-		{ "dest-env", required_argument, NULL, O_DSTENV },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 }
-	};
-	int ch;
-	while ((ch = getopt_long(argc, argv, "qv", opts, NULL)) != -1) {
-		switch (ch) {
-		case O_SRC: src_ci = optarg; break;
-		case O_SRCENV: src_env = optarg; break;
-		case O_DST: dst_ci = optarg; break;
-		case O_DSTENV: dst_env = optarg; break;
-		case 'h': dm_std_option("--help", usage_text); break;
-		case 'V': dm_std_option("--version", usage_text); break;
-		case 'q': dm_verbosity = 0; break;
-		case 'v': dm_verbosity = 2; break;
-		default: usage();
-		}
-	}
-	const char *sci = dm_conninfo(src_ci, src_env);
-	if (sci == NULL)
-		return DM_EXIT_USAGE;
-	const char *dci = dm_conninfo(dst_ci, dst_env);
-	if (dci == NULL)
-		return DM_EXIT_USAGE;
-	signal(SIGPIPE, SIG_IGN);
-	int nwanted = argc - optind;
-	char **wanted = argv + optind;
-	int *wanted_seen = dm_xcalloc((size_t)(nwanted ? nwanted : 1), sizeof *wanted_seen);
-
-	src = dmpg_connect(sci, "source");
-	if (src == NULL)
-		goto out;
-	dst = dmpg_connect(dci, "destination");
-	if (dst == NULL)
-		goto out;
-	if (dmpg_begin(src, "ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL) < 0 ||
-	    dmpg_begin(dst, "ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL) < 0)
-		goto out;
+	int errors = 0;
 
 	static const char tables_sql[] =
 	    "SELECT n.nspname, c.relname, c.relkind,"
@@ -213,13 +167,13 @@ main(int argc, char **argv)
 	    " ORDER BY 1, 2";
 	PGresult *dtabs = dmpg_exec(dst, tables_sql);
 	if (dtabs == NULL)
-		goto out;
-	res = dmpg_exec(src, tables_sql);
+		return -1;
+	PGresult *res = dmpg_exec(src, tables_sql);
 	if (res == NULL) {
 		dmpg_clear(dtabs);
-		goto out;
+		return -1;
 	}
-	g.e = dm_xcalloc((size_t)dmpg_nrows(res) + 1, sizeof *g.e);
+	g->e = dm_xcalloc((size_t)dmpg_nrows(res) + 1, sizeof *g->e);
 	for (int r = 0; r < dmpg_nrows(res); r++) {
 		const char *schema = dmpg_value(res, r, 0), *name = dmpg_value(res, r, 1);
 		char relkind = dmpg_value(res, r, 2)[0];
@@ -238,17 +192,17 @@ main(int argc, char **argv)
 			continue;
 		}
 		if (covered) {
-			dm_buf_printf(&notes, "# %s: partition of a table with a primary key: migrated through its parent\n", q);
+			dm_buf_printf(notes, "# %s: partition of a table with a primary key: migrated through its parent\n", q);
 			free(q);
 			continue;
 		}
 		if (relkind == 'p' && !has_pk) {
-			dm_buf_printf(&notes, "# %s: partitioned table without a primary key: its partitions are the entities\n", q);
+			dm_buf_printf(notes, "# %s: partitioned table without a primary key: its partitions are the entities\n", q);
 			free(q);
 			continue;
 		}
 		if (!in_dest) {
-			dm_buf_printf(&notes, "# %s: not in the destination: not migrated\n", q);
+			dm_buf_printf(notes, "# %s: not in the destination: not migrated\n", q);
 			if (nwanted) {
 				dm_err("%s: no such table in the destination", q);
 				errors++;
@@ -262,7 +216,7 @@ main(int argc, char **argv)
 			free(q);
 			continue;
 		}
-		entity *e = &g.e[g.n++];
+		entity *e = &g->e[g->n++];
 		e->schema = dm_xstrdup(schema);
 		e->name = dm_xstrdup(name);
 		e->qualified = q;
@@ -270,7 +224,6 @@ main(int argc, char **argv)
 	}
 	dmpg_clear(res);
 	dmpg_clear(dtabs);
-	res = NULL;
 	for (int w = 0; w < nwanted; w++)
 		if (!wanted_seen[w]) {
 			dm_err("%s: no such table in the source (expected SCHEMA.TABLE)", wanted[w]);
@@ -278,8 +231,8 @@ main(int argc, char **argv)
 		}
 
 	/* Both sides must agree on every column the source has, and on the key. */
-	for (size_t i = 0; i < g.n; i++) {
-		entity *e = &g.e[i];
+	for (size_t i = 0; i < g->n; i++) {
+		entity *e = &g->e[i];
 		dmpg_table dt;
 		const char *saved = dm_subject;
 		dm_subject = e->qualified;
@@ -315,9 +268,148 @@ main(int argc, char **argv)
 			dm_err("key mismatch: the source and destination primary keys differ");
 			errors++;
 		}
+		e->out_table = dm_xstrdup(e->qualified);
+		e->out_change = dm_xstrdup(e->src.change_col >= 0 ? e->src.cols[e->src.change_col].name : "-");
+		dm_buf kb = { 0 }, cb = { 0 };
+		for (size_t k = 0; k < e->src.nkey; k++)
+			dm_buf_printf(&kb, "%s%s", k ? "," : "", e->src.cols[e->src.key[k]].name);
+		for (size_t c = 0; c < e->src.ncols; c++)
+			if (!e->src.cols[c].generated)
+				dm_buf_printf(&cb, "%s%s", cb.len ? "," : "", e->src.cols[c].name);
+		e->out_keys = dm_xstrdup(dm_buf_cstr(&kb));
+		e->out_cols = dm_xstrdup(dm_buf_cstr(&cb));
+		dm_buf_free(&kb);
+		dm_buf_free(&cb);
 		dmpg_table_free(&dt);
 		dm_subject = saved;
 	}
+	return errors;
+
+}
+
+/*
+ * With a spec: its entities, each resolved against both catalogs (the
+ * preflight: every problem is reported as file:line). Returns the number of
+ * problems found.
+ */
+static int
+discover_spec(PGconn *src, PGconn *dst, const dmspec *sp, graph *g, char **wanted, int nwanted, int *wanted_seen)
+{
+	int errors = 0;
+
+	g->e = dm_xcalloc(sp->nents + 1, sizeof *g->e);
+	for (size_t i = 0; i < sp->nents; i++) {
+		const dmspec_entity *se = &sp->ents[i];
+		int keep = nwanted == 0;
+		for (int w = 0; w < nwanted; w++)
+			if (strcmp(wanted[w], se->name) == 0)
+				keep = wanted_seen[w] = 1;
+		if (!keep)
+			continue;
+		dmmap m;
+		const char *saved = dm_subject;
+		dm_subject = se->name;
+		int bad = dmmap_build(src, dst, sp, se, &m) < 0;
+		dm_subject = saved;
+		if (bad) {
+			errors++;
+			dmmap_free(&m);
+			continue;
+		}
+		entity *e = &g->e[g->n++];
+		dm_split_table(se->target, &e->schema, &e->name);
+		e->qualified = dm_xstrdup(se->name);
+		e->index = -1;
+		e->out_table = dm_xstrdup(se->target);
+		dm_buf kb = { 0 };
+		for (size_t k = 0; k < m.nkey; k++)
+			dm_buf_printf(&kb, "%s%s", k ? "," : "", m.key_names[k] + strlen(DMMAP_LEGACY_PREFIX));
+		e->out_keys = dm_xstrdup(dm_buf_cstr(&kb));
+		dm_buf_free(&kb);
+		e->out_change = dm_xstrdup(m.change_src >= 0 ? m.src.cols[m.change_src].name : "-");
+		e->out_cols = dm_xstrdup("-");
+		dmmap_free(&m);
+	}
+	for (int w = 0; w < nwanted; w++)
+		if (!wanted_seen[w]) {
+			dm_err("%s: no [entity %s] in %s", wanted[w], wanted[w], sp->path);
+			errors++;
+		}
+	return errors;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *src_ci = NULL, *src_env = NULL, *dst_ci = NULL, *dst_env = NULL;
+	PGconn *src = NULL, *dst = NULL;
+	PGresult *res = NULL;
+	graph g = { 0 };
+	int rc = DM_EXIT_FAIL, errors = 0;
+	size_t *order = NULL;
+	int *group_no = NULL;
+	dm_buf notes = { 0 };	/* the # lines, printed only with a list that can be used */
+
+	dm_prog = "dm-entities";
+	if (argc > 1)
+		dm_std_option(argv[1], usage_text);
+	enum { O_SRC = 256, O_SRCENV, O_DST, O_DSTENV };
+	const char *spec_path = NULL;
+	dmspec spec = { 0 };
+	static const struct option opts[] = {
+		{ "source", required_argument, NULL, O_SRC },
+		{ "source-env", required_argument, NULL, O_SRCENV },
+		{ "dest", required_argument, NULL, O_DST },
+		{ "dest-env", required_argument, NULL, O_DSTENV },
+		{ "spec", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "c:qv", opts, NULL)) != -1) {
+		switch (ch) {
+		case O_SRC: src_ci = optarg; break;
+		case O_SRCENV: src_env = optarg; break;
+		case O_DST: dst_ci = optarg; break;
+		case O_DSTENV: dst_env = optarg; break;
+		case 'c': spec_path = optarg; break;
+		case 'h': dm_std_option("--help", usage_text); break;
+		case 'V': dm_std_option("--version", usage_text); break;
+		case 'q': dm_verbosity = 0; break;
+		case 'v': dm_verbosity = 2; break;
+		default: usage();
+		}
+	}
+	const char *sci = dm_conninfo(src_ci, src_env);
+	if (sci == NULL)
+		return DM_EXIT_USAGE;
+	const char *dci = dm_conninfo(dst_ci, dst_env);
+	if (dci == NULL)
+		return DM_EXIT_USAGE;
+	if (spec_path != NULL && dmspec_load(spec_path, &spec) < 0)
+		return DM_EXIT_FAIL;
+	signal(SIGPIPE, SIG_IGN);
+	int nwanted = argc - optind;
+	char **wanted = argv + optind;
+	int *wanted_seen = dm_xcalloc((size_t)(nwanted ? nwanted : 1), sizeof *wanted_seen);
+
+	src = dmpg_connect(sci, "source");
+	if (src == NULL)
+		goto out;
+	dst = dmpg_connect(dci, "destination");
+	if (dst == NULL)
+		goto out;
+	if (dmpg_begin(src, "ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL) < 0 ||
+	    dmpg_begin(dst, "ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL) < 0)
+		goto out;
+
+	if (spec_path != NULL)
+		errors = discover_spec(src, dst, &spec, &g, wanted, nwanted, wanted_seen);
+	else
+		errors = discover_tables(src, dst, &g, wanted, nwanted, wanted_seen, &notes);
+	if (errors < 0)
+		goto out;
 
 	/* Foreign keys of the destination, expanded to the leaf partitions they reach. */
 	res = dmpg_exec(dst,
@@ -387,21 +479,13 @@ main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < g.n; i++) {
 		entity *e = &g.e[order[i]];
-		printf("%d\t%s\t%s\t", g.scc_level[e->scc], e->qualified, e->qualified);
-		for (size_t k = 0; k < e->src.nkey; k++)
-			printf("%s%s", k ? "," : "", e->src.cols[e->src.key[k]].name);
-		printf("\t%s\t", e->src.change_col >= 0 ? e->src.cols[e->src.change_col].name : "-");
+		printf("%d\t%s\t%s\t%s\t%s\t", g.scc_level[e->scc], e->qualified, e->out_table, e->out_keys, e->out_change);
 		if (g.scc_size[e->scc] > 1)
 			printf("cycle%d\t", group_no[e->scc]);
 		else
 			printf("%s\t", e->self_ref ? "self" : "-");
+		fputs(e->out_cols, stdout);
 		int first = 1;
-		for (size_t c = 0; c < e->src.ncols; c++) {
-			if (e->src.cols[c].generated)
-				continue;
-			printf("%s%s", first ? "" : ",", e->src.cols[c].name);
-			first = 0;
-		}
 		/* parents outside the entity's own cycle: what a Makefile target depends on */
 		first = 1;
 		putchar('\t');
@@ -430,6 +514,10 @@ out:
 		free(g.e[i].name);
 		free(g.e[i].qualified);
 		free(g.e[i].parents);
+		free(g.e[i].out_table);
+		free(g.e[i].out_keys);
+		free(g.e[i].out_change);
+		free(g.e[i].out_cols);
 		dmpg_table_free(&g.e[i].src);
 	}
 	free(g.e);
@@ -440,5 +528,6 @@ out:
 	free(group_no);
 	free(wanted_seen);
 	dm_buf_free(&notes);
+	dmspec_free(&spec);
 	return dmpg_exit_code(rc);
 }
