@@ -1,0 +1,109 @@
+#!/usr/bin/env bats
+# Spec entities (dm.conf(5)) through the plumbing: legacy integer keys become
+# UUIDs, names change, foreign keys are rewritten, and the destination's own
+# rows are left alone. The driver's -c is covered in dm-migrate.bats.
+
+load common
+bats_require_minimum_version 1.5.0
+
+setup_file() {
+    dm_setup_cluster
+    dm_createdb sp_src
+    dm_load_sql sp_src "$DM_FIXTURES/spec/legacy.sql"
+    dm_createdb sp_dst_tpl
+    dm_load_sql sp_dst_tpl "$DM_FIXTURES/spec/modern.sql"
+    export SPEC=$DM_FIXTURES/spec/small.conf
+}
+
+teardown_file() {
+    dm_teardown_cluster
+}
+
+setup() {
+    dm_createdb sp_dst sp_dst_tpl
+    dm_use sp_src sp_dst
+}
+
+# migrate ENTITY [dm-diff options]: one entity through the three filters.
+migrate() {
+    local e=$1 table
+    shift
+    table=$(awk -v e="[entity $e]" '$0 == e {f=1; next} /^\[/ {f=0} f && $1 == "target" {print $3}' "$SPEC")
+    dm-extract -q -c "$SPEC" --entity "$e" --db-env DM_SOURCE --other-env DM_DEST |
+        dm-diff -q "$@" - <(dm-extract -q -c "$SPEC" --entity "$e" --db-env DM_DEST --other-env DM_SOURCE --side dest --hashes) |
+        dm-load --db-env DM_DEST --table "$table" --disable-triggers
+}
+
+# check ENTITY: source and destination agree in the destination's shape.
+check() {
+    dm-diff --check <(dm-extract -q -c "$SPEC" --entity "$1" --db-env DM_SOURCE --other-env DM_DEST --hashes) \
+        <(dm-extract -q -c "$SPEC" --entity "$1" --db-env DM_DEST --other-env DM_SOURCE --side dest --hashes)
+}
+
+@test "spec errors: a typo is refused with its line, and nothing moves" {
+    sed 's/^column title = name/colum title = name/' "$SPEC" >"$BATS_TEST_TMPDIR/typo.conf"
+    run -1 dm-entities --source-env DM_SOURCE --dest-env DM_DEST -c "$BATS_TEST_TMPDIR/typo.conf"
+    assert_output --partial "typo.conf:11: unknown setting \"colum\""
+    sed 's/^column opened_at = opened$/column opened_at = opend/; s/^const status.*//' "$SPEC" >"$BATS_TEST_TMPDIR/cols.conf"
+    run -1 dm-entities --source-env DM_SOURCE --dest-env DM_DEST -c "$BATS_TEST_TMPDIR/cols.conf"
+    assert_output --partial "cols.conf:12: the source has no column \"opend\""
+    assert_output --partial "cols.conf:14: entity client: public.clients.status is NOT NULL without a default"
+    sed 's/^ref shop_id.*//' "$SPEC" >"$BATS_TEST_TMPDIR/fk.conf"
+    run -1 dm-entities --source-env DM_SOURCE --dest-env DM_DEST -c "$BATS_TEST_TMPDIR/fk.conf"
+    assert_output --partial 'foreign key public.clients.shop_id points at public.shops (entity shop)'
+    run -1 dm-extract -c "$BATS_TEST_TMPDIR/cols.conf" --entity shop --db-env DM_SOURCE --other-env DM_DEST
+    [ "$(dm_row_count sp_dst public.shops)" = 1 ]
+}
+
+@test "preflight passes and orders the entities by the destination's foreign keys" {
+    run -0 dm-entities --source-env DM_SOURCE --dest-env DM_DEST -c "$SPEC"
+    assert_line --index 0 $'0\tshop\tpublic.shops\tshop_id\tlast_update\t-\t-\t-'
+    assert_line --index 1 $'1\tclient\tpublic.clients\tclient_id\tlast_update\t-\t-\tshop'
+    assert_line --index 2 $'2\tvisit\tpublic.visits\tclient_id,day\t-\t-\t-\tclient'
+}
+
+@test "a migration in the destination's shape: UUIDs, renames, rewritten foreign keys, timezones" {
+    migrate shop
+    migrate client
+    migrate visit
+    for e in shop client visit; do check "$e"; done
+    # every UUID is the deterministic one, computed here without dm: uuid-ossp's v5
+    dm_psql sp_dst "CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\""
+    run -0 dm_psql sp_dst "SELECT count(*) FROM public.clients c JOIN public.shops s ON s.id = c.shop_id
+        WHERE c.id = uuid_generate_v5('0e6a8a46-8e7f-4d0c-9a0e-0f3e4b8f9b21', 'client:' || substr(c.full_name, 2, strpos(c.full_name, ' ') - 2))
+          AND s.id = uuid_generate_v5('0e6a8a46-8e7f-4d0c-9a0e-0f3e4b8f9b21', 'shop:' || s.legacy_id)"
+    assert_output 299
+    run -0 dm_psql sp_dst "SELECT full_name, status FROM public.clients WHERE id = uuid_generate_v5('0e6a8a46-8e7f-4d0c-9a0e-0f3e4b8f9b21', 'client:7')"
+    assert_output "F7 L7|active"
+    # legacy timestamps were New York time
+    run -0 dm_psql sp_dst "SELECT opened_at FROM public.shops WHERE legacy_id = 1"
+    assert_output "2001-02-03 09:05:06+00"
+    # the password stayed behind; the where filter kept client 300 out
+    run -0 dm_psql sp_dst "SELECT count(*) FROM public.clients"
+    assert_output 299
+    # the ledger records every pair, composite keys included
+    run -0 dm_psql sp_dst "SELECT count(*) FROM dm.ledger WHERE entity = 'visit' AND cardinality(legacy_key) = 2"
+    assert_output "$(dm_psql sp_src "SELECT count(*) FROM public.visit WHERE client_id <> 300")"
+}
+
+@test "changes, deletes and hand edits converge; rows made in the destination are untouched" {
+    migrate shop; migrate client; migrate visit
+    dm_psql sp_dst "INSERT INTO public.clients (full_name, status) VALUES ('native', 'active')"
+    native=$(dm_psql sp_dst "SELECT id, full_name, updated_at FROM public.clients WHERE full_name = 'native'")
+    dm_psql sp_src "UPDATE public.client SET last = 'Changed' WHERE client_id = 5" \
+        "DELETE FROM public.visit WHERE client_id = 6" "DELETE FROM public.client WHERE client_id = 6" \
+        "INSERT INTO public.client VALUES (301, 10, 'New', 'One', 'x')"
+    dm_psql sp_dst "UPDATE public.clients SET full_name = 'hand edit' WHERE id = uuid_generate_v5('0e6a8a46-8e7f-4d0c-9a0e-0f3e4b8f9b21', 'client:8')" 2>/dev/null ||
+        dm_psql sp_dst "CREATE EXTENSION \"uuid-ossp\"" "UPDATE public.clients SET full_name = 'hand edit' WHERE id = uuid_generate_v5('0e6a8a46-8e7f-4d0c-9a0e-0f3e4b8f9b21', 'client:8')"
+    run -4 check client
+    run -0 migrate client
+    assert_output "dm-load: client: insert=1 update=2 delete=0 unchanged=0"
+    run -0 migrate visit --delete
+    run -0 migrate client --delete
+    assert_output "dm-load: client: insert=0 update=0 delete=1 unchanged=0"
+    for e in shop client visit; do check "$e"; done
+    [ "$(dm_psql sp_dst "SELECT id, full_name, updated_at FROM public.clients WHERE full_name = 'native'")" = "$native" ]
+    [ "$(dm_psql sp_dst "SELECT count(*) FROM public.shops WHERE title = 'native shop'")" = 1 ]
+    run -0 dm_psql sp_dst "SELECT count(*) FROM dm.ledger WHERE entity = 'client'"
+    assert_output 299
+}
