@@ -75,6 +75,19 @@ dmmap_compatible(char sc, char dc)
 	return sc == dc || dc == 'S' || (sc == 'S' && dc == 'E') || (sc == 'E' && dc == 'S');
 }
 
+/* Describes a probe query on the source; a failure leaves the transaction usable. */
+static int
+dmmap_probe(PGconn *src, const char *sql, dmpg_table *out)
+{
+	if (dmpg_run(src, "SAVEPOINT dm_probe") < 0)
+		return -1;
+	if (dmpg_query_load(src, sql, out) < 0) {
+		dmpg_run(src, "ROLLBACK TO SAVEPOINT dm_probe");
+		return -1;
+	}
+	return dmpg_run(src, "RELEASE SAVEPOINT dm_probe");
+}
+
 int
 dmmap_build(PGconn *src, PGconn *dst, const dmspec *spec, const dmspec_entity *e, dmmap *m)
 {
@@ -96,7 +109,7 @@ dmmap_build(PGconn *src, PGconn *dst, const dmspec *spec, const dmspec_entity *e
 		free(name);
 	} else {
 		if (dmpg_query_load(src, e->query, &m->src) < 0)
-			return dmmap_bad(m, e->line, "entity %s: its query fails on the source (see above)", e->name);
+			return dmmap_bad(m, e->query_line, "entity %s: its query fails on the source (see above)", e->name);
 		m->source_from = dm_xasprintf("(%s) s", e->query);
 	}
 	dm_split_table(e->target, &schema, &name);
@@ -127,6 +140,16 @@ dmmap_build(PGconn *src, PGconn *dst, const dmspec *spec, const dmspec_entity *e
 	for (size_t i = 0; i < nkey; i++) {
 		m->key_names[i] = dm_xasprintf("%s%s", DMMAP_LEGACY_PREFIX, keys[i]);
 		m->key_sql[i] = dmmap_key_text(src, &keys[i], 1);
+	}
+
+	if (e->where != NULL) {
+		char *probe = dm_xasprintf("SELECT 1 FROM %s WHERE (%s)", m->source_from, e->where);
+		dmpg_table wt;
+		if (dmmap_probe(src, probe, &wt) < 0)
+			bad |= dmmap_bad(m, e->where_line, "entity %s: its where condition fails on the source (see above)", e->name);
+		else
+			dmpg_table_free(&wt);
+		free(probe);
 	}
 
 	/* the change column */
@@ -176,6 +199,27 @@ dmmap_build(PGconn *src, PGconn *dst, const dmspec *spec, const dmspec_entity *e
 		} else if (sc->kind == DMSPEC_EXPR) {
 			c->kind = DMMAP_EXPR;
 			c->source_sql = dm_xasprintf("(%s)", sc->value);
+			/*
+			 * Preflight the expression on the source now, not mid-run: it must
+			 * parse, and its type decides time zone conversion and compatibility.
+			 */
+			char *probe = dm_xasprintf("SELECT %s FROM %s", c->source_sql, m->source_from);
+			dmpg_table et;
+			if (dmmap_probe(src, probe, &et) < 0 || et.ncols != 1) {
+				bad |= dmmap_bad(m, sc->line, "the expression for \"%s\" fails on the source (see above)", sc->dest);
+			} else {
+				if (!dmmap_compatible(et.cols[0].category, m->dst.cols[d].category) && et.cols[0].category != 'X')
+					bad |= dmmap_bad(m, sc->line, "the expression for \"%s\" is %s, the column is %s in %s",
+					    sc->dest, et.cols[0].type, m->dst.cols[d].type, e->target);
+				if (spec->source_timezone && strcmp(et.cols[0].type, "timestamp without time zone") == 0 &&
+				    strcmp(m->dst.cols[d].type, "timestamp with time zone") == 0) {
+					char *t = dm_xasprintf("(%s AT TIME ZONE pg_catalog.current_setting('dm.source_tz'))", c->source_sql);
+					free(c->source_sql);
+					c->source_sql = t;
+				}
+				dmpg_table_free(&et);
+			}
+			free(probe);
 		} else {
 			char **rcols;
 			size_t nr = 0;

@@ -141,6 +141,10 @@ dmspec_entity_item(dmspec *sp, dmspec_entity *e, char *name, char *value, int li
 		if (*dest == '\0' || strpbrk(dest, " \t") != NULL)
 			return dmspec_bad(sp, line, "expected \"%s DESTCOLUMN = ...\"", name);
 	}
+	if (strcmp(name, "where") == 0)
+		e->where_line = line;
+	if (strcmp(name, "query") == 0)
+		e->query_line = line;
 #define SCALAR(key, field) \
 	if (strcmp(name, key) == 0 && dest == NULL) { \
 		if (e->field != NULL) \

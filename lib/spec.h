@@ -39,7 +39,8 @@ typedef struct dmspec_entity {
 	size_t ncols;
 	char **exclude;
 	size_t nexclude;
-	int line_of[16];	/* lines of the scalar keys, for messages (see dmspec_line) */
+	int where_line;		/* lines of where and query, for messages */
+	int query_line;
 } dmspec_entity;
 
 typedef struct dmspec {

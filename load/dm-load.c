@@ -154,6 +154,15 @@ collect_triggers(PGconn *conn, target *tg)
 static int
 triggers_switch(PGconn *conn, target *tgs, int ntg, int off)
 {
+	/*
+	 * ALTER TABLE refuses while deferred foreign-key checks are pending: run
+	 * them now, as the commit would have.
+	 */
+	int any = 0;
+	for (int i = 0; i < ntg; i++)
+		any |= tgs[i].triggers_on != NULL;
+	if (!off && any && dmpg_run(conn, "SET CONSTRAINTS ALL IMMEDIATE") < 0)
+		return -1;
 	for (int i = 0; i < ntg; i++) {
 		const char *sql = off ? tgs[i].triggers_off : tgs[i].triggers_on;
 		if (sql != NULL && dmpg_run(conn, sql) < 0) {

@@ -51,6 +51,12 @@ check() {
     sed 's/^ref shop_id.*//' "$SPEC" >"$BATS_TEST_TMPDIR/fk.conf"
     run -1 dm-entities --source-env DM_SOURCE --dest-env DM_DEST -c "$BATS_TEST_TMPDIR/fk.conf"
     assert_output --partial 'foreign key public.clients.shop_id points at public.shops (entity shop)'
+    sed 's/^expr full_name = first/expr full_name = frist/' "$SPEC" >"$BATS_TEST_TMPDIR/expr.conf"
+    run -1 dm-entities --source-env DM_SOURCE --dest-env DM_DEST -c "$BATS_TEST_TMPDIR/expr.conf"
+    assert_output --partial 'expr.conf:20: the expression for "full_name" fails on the source'
+    sed 's/^where = client_id <> 300/where = clientid <> 300/' "$SPEC" >"$BATS_TEST_TMPDIR/where.conf"
+    run -1 dm-entities --source-env DM_SOURCE --dest-env DM_DEST -c "$BATS_TEST_TMPDIR/where.conf"
+    assert_output --partial 'where.conf:16: entity client: its where condition fails on the source'
     run -1 dm-extract -c "$BATS_TEST_TMPDIR/cols.conf" --entity shop --db-env DM_SOURCE --other-env DM_DEST
     [ "$(dm_row_count sp_dst public.shops)" = 1 ]
 }
