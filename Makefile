@@ -22,7 +22,7 @@ PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(WARNINGS) -Ilib $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 
-LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c
+LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c lib/mapping.c
 LIB_OBJ = $(LIB_SRC:lib/%.c=build/lib/%.o)
 
 PROGS = bin/dm-extract bin/dm-entities bin/dm-diff bin/dm-cat bin/dm-load bin/dm-ckpt
