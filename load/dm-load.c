@@ -83,6 +83,8 @@ typedef struct target {
 	dm_buf copybuf;
 	dm_buf lastkey;
 	int mapped;		/* keyed by a legacy key (spec entity): the ledger finds its rows */
+	int direct;		/* the table was empty: COPY straight into it, no staging, no upsert */
+	char *direct_copy_sql;
 	char *ledger_sql;
 	char *triggers_off;	/* ALTER TABLE ... DISABLE TRIGGER for its enabled user triggers, or NULL */
 	char *triggers_on;
@@ -301,6 +303,7 @@ target_prepare(PGconn *conn, target *tg, int idx, int need_stream)
 	    "CREATE TEMPORARY TABLE %s ON COMMIT DROP AS SELECT NULL::pg_catalog.int2 AS \"dm.op\"%s FROM %s%s t WITH NO DATA",
 	    tg->stage, dm_buf_cstr(&stagecols), tg->t.relkind == 'r' ? "ONLY " : "", tg->t.qualified);
 	tg->copy_sql = dm_xasprintf("COPY %s (\"dm.op\"%s) FROM STDIN", tg->stage, dm_buf_cstr(&copycols));
+	tg->direct_copy_sql = dm_xasprintf("COPY %s (%s) FROM STDIN", tg->t.qualified, dm_buf_cstr(&cols));
 	if (tg->mapped) {
 		char *pk = dmpg_ident(conn, tg->t.cols[tg->t.key[0]].name);
 		/* the pair (legacy key, destination key), for deletes, the destination side, and people */
@@ -371,6 +374,7 @@ target_free(target *tg)
 	free(tg->triggers_off);
 	free(tg->triggers_on);
 	free(tg->ledger_sql);
+	free(tg->direct_copy_sql);
 	free(tg->is_bin);
 }
 
@@ -400,8 +404,12 @@ stage_rows(PGconn *conn, target *tg, uint64_t max_rows)
 	uint64_t n = 0;
 	int got = 1;
 
-	if (dmpg_run(conn, tg->create_stage_sql) < 0 || dmpg_copy_in_start(conn, tg->copy_sql) < 0)
+	if (tg->direct) {
+		if (dmpg_copy_in_start(conn, tg->direct_copy_sql) < 0)
+			return -1;
+	} else if (dmpg_run(conn, tg->create_stage_sql) < 0 || dmpg_copy_in_start(conn, tg->copy_sql) < 0) {
 		return -1;
+	}
 	tg->copybuf.len = 0;
 	tg->staged_rows = 0;
 	if (rejects_path != NULL) {
@@ -420,6 +428,19 @@ stage_rows(PGconn *conn, target *tg, uint64_t max_rows)
 		if (got <= 0)
 			break;
 		int op = tg->r.op == DMS_OP_NONE ? DMS_OP_INSERT : tg->r.op;
+		if (tg->direct) {
+			/* an empty table: every row is new, and there is nothing to delete */
+			if (op != DMS_OP_DELETE) {
+				dmcopy_append_row(&tg->copybuf, tg->r.vals, tg->r.nvals);
+				n++;
+			}
+			if (tg->copybuf.len >= COPY_CHUNK) {
+				if (dmpg_copy_in_put(conn, tg->copybuf.data, tg->copybuf.len) < 0)
+					return -1;
+				tg->copybuf.len = 0;
+			}
+			continue;
+		}
 		opch[0] = (char)('0' + op);
 		opval.kind = DM_TEXT;
 		opval.ptr = opch;
@@ -849,6 +870,33 @@ out:
 	return rc;
 }
 
+/*
+ * An empty table (a first load) needs no staging and no upsert: COPY goes
+ * straight in, about twice as fast. Decided once, under this run's lease;
+ * a rerun after a crash finds rows and takes the upsert path.
+ */
+static int
+use_direct(PGconn *conn, target *tg)
+{
+	char *sql = dm_xasprintf("SELECT NOT EXISTS (SELECT 1 FROM %s%s)", tg->t.relkind == 'r' ? "ONLY " : "",
+	    tg->t.qualified);
+	int rc = -1;
+
+	if (dmpg_begin(conn, "", NULL) == 0) {
+		PGresult *res = dmpg_exec(conn, sql);
+		if (res != NULL) {
+			tg->direct = dmpg_value(res, 0, 0)[0] == 't';
+			rc = 0;
+		}
+		dmpg_clear(res);
+		dmpg_commit(conn);
+	}
+	free(sql);
+	if (tg->direct)
+		dm_debug("empty destination table: loading with COPY straight into it");
+	return rc;
+}
+
 /* One table, many transactions of batch_rows rows. */
 static int
 load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
@@ -865,6 +913,20 @@ load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
 			dmpg_quiet_errors(1);
 		int got = stage_rows(conn, tg, batch_rows);
 		int refused = got == -2 || got == -4;
+		if (tg->direct) {
+			if (got == -3)
+				return DM_EXIT_STREAM;
+			if (got < 0)
+				return DM_EXIT_FAIL;
+			tg->ins += tg->staged_rows;
+			if (record_progress(conn, tg, tg->staged_rows) < 0 || (got == 0 && finish_stream(conn, tg, 1) < 0) ||
+			    triggers_switch(conn, tg, 1, 0) < 0 || end_transaction(conn) < 0)
+				return DM_EXIT_FAIL;
+			tg->batches++;
+			if (got == 0)
+				return DM_EXIT_OK;
+			continue;
+		}
 		if (!refused && got >= 0 && apply_upserts(conn, tg, 1) < 0)
 			refused = 1;
 		dmpg_quiet_errors(0);
@@ -1173,6 +1235,8 @@ main(int argc, char **argv)
 		rc = apply_parked(conn, tgs, ntg);
 	} else {
 		if (drop_stale_pending(conn, tgs, ntg) < 0)
+			goto out;
+		if (ntg == 1 && !dry_run && rejects_path == NULL && !tgs[0].mapped && use_direct(conn, &tgs[0]) < 0)
 			goto out;
 		rc = ntg == 1 ? load_batched(conn, &tgs[0], batch_rows) : load_group(conn, tgs, ntg);
 	}
