@@ -153,9 +153,9 @@ main(int argc, char **argv)
 	} else {
 		path = "standard input";
 	}
+	opened = 1;	/* a failed open still holds memory to free */
 	if (dms_reader_open(&r, in, path) != 0)
 		goto out;
-	opened = 1;
 	print_header(stdout, &r.hdr);
 	int got;
 	while ((got = dms_reader_next(&r)) > 0) {

@@ -196,14 +196,14 @@ main(int argc, char **argv)
 	if ((fa = open_input(argv[optind], &na)) == NULL || (fb = open_input(argv[optind + 1], &nb)) == NULL)
 		goto out;
 	rc = DM_EXIT_STREAM;
+	a_open = 1;	/* a failed open still holds memory to free */
 	if (dms_reader_open(&a, fa, na) != 0)
 		goto out;
-	a_open = 1;
 	if (dm_subject == NULL)
 		dm_subject = a.hdr.entity;
+	b_open = 1;
 	if (dms_reader_open(&b, fb, nb) != 0)
 		goto out;
-	b_open = 1;
 	if (a.hdr.kind != DMS_ROWS && !(check && a.hdr.kind == DMS_HASHES)) {
 		dm_err("%s: SOURCE must be a rows stream (from dm-extract without --hashes), not %s",
 		    na, dms_kind_name(a.hdr.kind));

@@ -475,14 +475,14 @@ main(int argc, char **argv)
 		usage();
 	if (overlap != NULL && since == NULL)
 		usage();
-	if (dm_split_table(table_arg, &schema, &name) < 0) {
-		dm_err("--table %s: expected SCHEMA.TABLE", table_arg);
-		return DM_EXIT_USAGE;
-	}
 	dm_subject = entity ? entity : table_arg;
 	const char *conninfo = dm_conninfo(db, db_env);
 	if (conninfo == NULL)
 		return DM_EXIT_USAGE;
+	if (dm_split_table(table_arg, &schema, &name) < 0) {
+		dm_err("--table %s: expected SCHEMA.TABLE", table_arg);
+		return DM_EXIT_USAGE;
+	}
 	/* A closed pipe must be an error we report, not a silent death. */
 	signal(SIGPIPE, SIG_IGN);
 

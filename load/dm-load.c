@@ -1157,9 +1157,9 @@ main(int argc, char **argv)
 				goto out;
 			}
 		}
+		tg->reader_open = 1;	/* a failed open still holds memory to free */
 		if (dms_reader_open(&tg->r, tg->fp, name) != 0)
 			goto out;
-		tg->reader_open = 1;
 		tg->entity = dm_xstrdup(nentity ? entity_opts[i] : tg->r.hdr.entity);
 	}
 	if (!apply_only && entity_opt == NULL)
