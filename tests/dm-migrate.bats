@@ -60,6 +60,41 @@ migrated_pair() {
     dm_use "$1_src" "$1_dst"
 }
 
+# big_pair NAME ROWS: like pair, plus a table public.big of ROWS rows in NAME_src and
+# empty in NAME_dst (with a change column, updated_at).
+big_pair() {
+    pair "$1"
+    local db
+    for db in "$1_src" "$1_dst"; do
+        dm_psql "$db" "CREATE TABLE public.big (id int PRIMARY KEY, payload text NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT '2026-01-01 00:00:00+00')"
+    done
+    dm_psql "$1_src" "INSERT INTO public.big (id, payload) SELECT g, md5(g::text) FROM generate_series(1, $2) g" \
+        "ANALYZE public.big"
+}
+
+# json_sql JSON EXPR: EXPR, SQL over the jsonb value j, evaluated by the test cluster
+# (PostgreSQL parses the JSON; a syntax error fails the test).
+json_sql() {
+    dm_psql postgres "SELECT $2 FROM (SELECT \$dmj\$$1\$dmj\$::jsonb AS j) AS s"
+}
+
+# A logfmt event: time, level, then key=value pairs, values bare or double-quoted.
+LOGFMT_RE='^ts=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z level=(debug|info|warn|error)( [a-z_]+=([^ "=]+|"([^"\\]|\\.)*"))+$'
+
+# all_logfmt TEXT: is every line of TEXT one logfmt event with an event key?
+all_logfmt() {
+    local line n=0
+    while IFS= read -r line; do
+        n=$((n + 1))
+        if [[ ! "$line" =~ $LOGFMT_RE || "$line" != *" event="* ]]; then
+            echo "not a logfmt event: $line" >&2
+            return 1
+        fi
+    done <<<"$1"
+    ((n > 0))
+}
+
 # ---------------------------------------------------------------- arguments
 
 @test "usage: a bad option is a one-line usage message and exit 2" {
@@ -96,9 +131,10 @@ migrated_pair() {
     run --separate-stderr dm-migrate run
     assert_success
     assert_output ""
+    # Not on a terminal: one logfmt event per line on stderr.
     # shellcheck disable=SC2154 # $stderr is set by run --separate-stderr
-    [[ "$stderr" == *"public.rental "*"16044"* ]]
-    [[ "$stderr" == *"total "*"22 entities"* ]]
+    [[ "$stderr" =~ entity=public\.rental\ event=entity_done\ mode=full\ inserted=16044\  ]]
+    [[ "$stderr" =~ event=run_done\ status=0\ entities=22\ done=22\  ]]
     dm_all_tables_equal init_src init_dst
     # The foreign-key cycle staff <-> store was loaded too.
     assert_equal "$(dm_row_count init_dst public.store)" 2
@@ -114,8 +150,10 @@ migrated_pair() {
     rid=$(dm_psql again_dst "SELECT run_id FROM dm.run ORDER BY started_at DESC LIMIT 1")
     # dm-load's own counts, recorded per entity under the run id.
     assert_equal "$(dm_psql again_dst "SELECT count(*), sum(inserted + updated + deleted) FROM dm.run WHERE run_id = '$rid'")" "22|0"
-    assert_output --regexp 'total +22 entities +0 +0 +0 +[0-9]+'
-    assert_output --partial "public.actor: incremental:"
+    assert_output --regexp 'event=run_done status=0 entities=22 done=22 inserted=0 updated=0 deleted=0 unchanged=[0-9]+ '
+    assert_output --regexp 'entity=public\.actor event=entity_done mode=incremental '
+    # The summary: one event per entity.
+    assert_equal "$(grep -c ' event=summary outcome=ok ' <<<"$output")" 22
     dm_all_tables_equal again_src again_dst
 }
 
@@ -143,7 +181,7 @@ SQL
     assert_line --regexp '^public\.rental +full +0 +0 +2$'
     assert_equal "$(dm_row_count chg_dst public.actor)" 200
     run -0 dm-migrate --delete run
-    assert_output --partial "public.rental: deleted 2 row(s)"
+    assert_output --regexp 'entity=public\.rental event=deleted deleted=2 '
     dm_all_tables_equal chg_src chg_dst
     assert_equal "$(dm_psql chg_dst "SELECT count(*) FROM dm.pending_delete")" 0
     # Without --delete, rows only in the destination are reported as extra, not deleted.
@@ -160,16 +198,16 @@ SQL
     # rereads them all. Move the watermark on with an ordinary update first.
     dm_psql quiet_src "UPDATE public.actor SET first_name = 'LOUD' WHERE actor_id = 1"
     run -0 dm-migrate run public.actor
-    assert_output --regexp 'public\.actor: incremental: insert=0 update=1 '
+    assert_output --regexp 'entity=public\.actor event=entity_done mode=incremental inserted=0 updated=1 '
     # Then a change that does not touch last_update (the source's trigger bypassed,
     # as a bulk fix by hand would do): the incremental run does not see it.
     dm_psql quiet_src "SET session_replication_role = replica; UPDATE public.actor SET first_name = 'QUIET' WHERE actor_id = 10"
     run -0 dm-migrate run public.actor
-    assert_output --regexp 'public\.actor: incremental: insert=0 update=0 unchanged=1 '
+    assert_output --regexp 'entity=public\.actor event=entity_done mode=incremental inserted=0 updated=0 deleted=0 unchanged=1 '
     run -1 dm_tables_equal quiet_src quiet_dst public.actor
     run -4 dm-migrate verify public.actor
     run -0 dm-migrate --full run public.actor
-    assert_output --regexp 'public\.actor: full: insert=0 update=1 '
+    assert_output --regexp 'entity=public\.actor event=entity_done mode=full inserted=0 updated=1 '
     dm_tables_equal quiet_src quiet_dst public.actor
 }
 
@@ -180,6 +218,9 @@ SQL
     # film_actor alone: its new row references an actor the destination lacks.
     run -1 dm-migrate run public.film_actor
     assert_line --partial "violates foreign key constraint"
+    assert_line --regexp ' entity=public\.film_actor stage=load event=failed status=1 msg="public\.film_actor: dm-load failed: exit status 1"$'
+    # The same, for a person: --log-format text.
+    run -1 dm-migrate --log-format text run public.film_actor
     assert_line --regexp '^dm-migrate: public\.film_actor: dm-load failed: exit status 1$'
     # With its parent, it works.
     run -0 dm-migrate run public.actor public.film_actor
@@ -234,7 +275,7 @@ SQL
     # Killed mid-stream: the checkpoint is not complete, so no incremental shortcut.
     assert_equal "$(dm_psql crash_dst "SELECT complete FROM dm.checkpoint WHERE entity = 'public.big'")" f
     run -0 dm-migrate run public.big
-    assert_output --partial "public.big: full: insert=$((200000 - n)) update=0 "
+    assert_output --regexp "entity=public\\.big event=entity_done mode=full inserted=$((200000 - n)) updated=0 "
     assert_equal "$(dm_row_count crash_dst public.big)" 200000
     assert_equal "$(dm_psql crash_dst "SELECT count(DISTINCT id) FROM public.big")" 200000
     dm_tables_equal crash_src crash_dst public.big
@@ -286,8 +327,280 @@ SQL
     migrated_pair st
     run -0 dm-migrate status public.actor public.rental
     assert_line --regexp '^  public\.actor +2006-02-15 09:34:33 +[-0-9: +]+ complete '
-    assert_line --regexp '^  public\.rental +[0-9TZ-]+ +[-0-9: +]+ ok +16044 +0 +0 +0$'
+    # RUN, STARTED, FINISHED, OUTCOME, INSERTED, UPDATED, DELETED, UNCHANGED, REJECTED,
+    # SECONDS, ROWS/S
+    assert_line --regexp '^  public\.rental +[0-9TZ-]+ +[-0-9: +]+ +[-0-9: +]+ ok +16044 +0 +0 +0 +0 +[0-9.]+ +[0-9]+$'
+    assert_output --partial "In progress:"
     refute_output --partial public.city
+}
+
+# ---------------------------------------------------------------- baseline, plan
+
+@test "baseline: counts per entity, and the gap closes to zero after a run" {
+    migrated_pair base
+    dm_psql base_src <<'SQL'
+UPDATE public.actor SET last_name = 'CHANGED' WHERE actor_id IN (1, 2, 3);
+INSERT INTO public.actor (actor_id, first_name, last_name, last_update)
+    VALUES (201, 'ADA', 'LOVELACE', '2030-01-01 00:00:00');
+DELETE FROM public.film_category WHERE film_id IN (3, 4);
+SQL
+    dm_psql base_dst "INSERT INTO public.category (category_id, name) VALUES (99, 'Extra')"
+    run -0 --separate-stderr dm-migrate --json baseline
+    local j=$output
+    assert_equal "$(json_sql "$j" "jsonb_array_length(j->'entities')")" 22
+    # actor: 201 rows in the source, 200 in the destination, 3 changed; its newest
+    # change is the new row's.
+    assert_equal "$(json_sql "$j" "(SELECT concat_ws(' ', e->>'source_rows', e->>'destination_rows', e->>'in_both',
+        e->>'only_in_source', e->>'only_in_destination', e->>'changed', e->>'newest_change', e#>>'{checkpoint,state}')
+        FROM jsonb_array_elements(j->'entities') e WHERE e->>'entity' = 'public.actor')")" \
+        "201 200 200 1 0 3 2030-01-01 00:00:00 complete"
+    assert_equal "$(json_sql "$j" "(SELECT e->>'only_in_destination' FROM jsonb_array_elements(j->'entities') e
+        WHERE e->>'entity' = 'public.film_category')")" 2
+    # A table without a change column has no newest change.
+    assert_equal "$(json_sql "$j" "(SELECT e->>'newest_change' IS NULL FROM jsonb_array_elements(j->'entities') e
+        WHERE e->>'entity' = 'public.payment_p2007_01')")" t
+    # 1 row only in the source; 2 film categories and a category only in the
+    # destination; 3 changed.
+    assert_equal "$(json_sql "$j" "concat_ws(' ', j#>>'{totals,only_in_source}', j#>>'{totals,only_in_destination}',
+        j#>>'{totals,changed}', j#>>'{totals,differing}')")" "1 3 3 7"
+    # The same as a table.
+    run -0 --separate-stderr dm-migrate baseline public.actor public.category
+    assert_line --regexp '^public\.actor +201 +200 +200 +1 +0 +3 +2030-01-01 00:00:00 +2006-02-15 09:34:33$'
+    assert_line --regexp '^total +217 +217 +216 +1 +1 +3$'
+    assert_line "5 rows differ: 1 only in the source, 1 only in the destination, 3 changed."
+
+    run -0 dm-migrate --delete run public.actor public.category public.film_category
+    run -0 --separate-stderr dm-migrate --json baseline public.actor public.category public.film_category
+    assert_equal "$(json_sql "$output" "concat_ws(' ', j#>>'{totals,differing}',
+        (j#>>'{totals,source_rows}') = (j#>>'{totals,destination_rows}'),
+        (j#>>'{totals,source_rows}') = (j#>>'{totals,in_both}'))")" "0 t t"
+    run -0 --separate-stderr dm-migrate baseline public.actor
+    assert_line "The destination holds the same rows as the source."
+    assert_line --regexp '^public\.actor +201 +201 +201 +0 +0 +0 +2030-01-01 00:00:00 +2030-01-01 00:00:00$'
+}
+
+# plan_vs_run PLAN_JSON RUN_STDERR: every entity's insert, update and delete in the
+# plan are the inserted, updated and deleted of its summary event in the run's log.
+plan_vs_run() {
+    local planned reported
+    planned=$(json_sql "$1" "(SELECT string_agg(concat_ws(' ', e->>'entity', e->>'insert', e->>'update', e->>'delete'),
+        E'\n' ORDER BY e->>'entity' COLLATE \"C\") FROM jsonb_array_elements(j->'entities') e)") || return 1
+    reported=$(awk '/ event=summary / { e = i = u = d = ""
+            for (k = 1; k <= NF; k++) { split($k, kv, "=")
+                if (kv[1] == "entity") e = kv[2]; if (kv[1] == "inserted") i = kv[2]
+                if (kv[1] == "updated") u = kv[2]; if (kv[1] == "deleted") d = kv[2] }
+            print e, i, u, d }' <<<"$2" | LC_ALL=C sort)
+    printf 'planned:\n%s\nreported:\n%s\n' "$planned" "$reported"
+    [[ -n "$planned" && "$planned" == "$reported" ]]
+}
+
+@test "plan: predicts exactly the counts the run then reports, with the first keys of each kind" {
+    migrated_pair pred
+    dm_psql pred_src <<'SQL'
+UPDATE public.actor SET last_name = initcap(last_name) WHERE actor_id IN (4, 5, 6, 7);
+INSERT INTO public.actor (actor_id, first_name, last_name) VALUES (202, 'GRACE', 'HOPPER');
+INSERT INTO public.film_actor (actor_id, film_id) VALUES (202, 1), (202, 2), (202, 3);
+UPDATE public.customer SET email = 'x@example.org' WHERE customer_id IN (8, 9);
+SQL
+    # Incremental where there is a change column and a checkpoint (the payments have
+    # none: a full comparison).
+    local ents=(public.actor public.category public.customer public.film_actor public.payment_p2007_01)
+    run -0 --separate-stderr dm-migrate --json plan "${ents[@]}"
+    local plan=$output
+    assert_equal "$(json_sql "$plan" "(SELECT concat_ws(' ', e->>'mode', e->>'insert', e->>'update', e#>>'{examples,update}',
+        e#>>'{examples,insert}') FROM jsonb_array_elements(j->'entities') e WHERE e->>'entity' = 'public.actor')")" \
+        'incremental 1 4 ["(4)", "(5)", "(6)", "(7)"] ["(202)"]'
+    assert_equal "$(json_sql "$plan" "(SELECT e->>'mode' FROM jsonb_array_elements(j->'entities') e
+        WHERE e->>'entity' = 'public.payment_p2007_01')")" full
+    run -0 --separate-stderr dm-migrate run "${ents[@]}"
+    plan_vs_run "$plan" "$stderr"
+    # A full comparison with deletes, after more changes.
+    dm_psql pred_src "UPDATE public.film SET rental_rate = 0.49 WHERE film_id <= 12" \
+        "DELETE FROM public.film_category WHERE film_id = 3" "DELETE FROM public.film_actor WHERE film_id = 3"
+    ents=(public.film public.film_actor public.film_category)
+    run -0 --separate-stderr dm-migrate --delete --json plan "${ents[@]}"
+    plan=$output
+    assert_equal "$(json_sql "$plan" "(SELECT concat_ws(' ', e->>'update', e#>>'{examples,update}')
+        FROM jsonb_array_elements(j->'entities') e WHERE e->>'entity' = 'public.film')")" \
+        '12 ["(1)", "(2)", "(3)", "(4)", "(5)"]'
+    assert_equal "$(json_sql "$plan" "j#>>'{totals,delete}'")" 7
+    run -0 --separate-stderr dm-migrate --delete run "${ents[@]}"
+    plan_vs_run "$plan" "$stderr"
+    # Nothing left to do.
+    run -0 --separate-stderr dm-migrate --delete --json plan "${ents[@]}"
+    assert_equal "$(json_sql "$output" "concat_ws(' ', j#>>'{totals,insert}', j#>>'{totals,update}', j#>>'{totals,delete}')")" "0 0 0"
+    local t
+    for t in public.actor public.customer public.film public.film_actor public.film_category; do
+        dm_tables_equal pred_src pred_dst "$t"
+    done
+}
+
+@test "plan: the keys of each kind, and a run that would trip the delete guard" {
+    migrated_pair guard
+    dm_psql guard_dst "INSERT INTO public.language (language_id, name) VALUES (50, 'Klingon'), (51, 'Quenya')"
+    dm_psql guard_src "UPDATE public.language SET name = 'Deutsch' WHERE language_id = 6"
+    run -0 --separate-stderr dm-migrate --delete plan public.language
+    # 2 of 8 rows: 25% > 10%.
+    assert_line --regexp '^public\.language +full +0 +1 +2 +trips the delete guard \(25\.0% > 10%\): the run would fail; --force$'
+    assert_line "  public.language: update (6); delete (50) (51)"
+    run -0 --separate-stderr dm-migrate --delete --max-delete-share 30 --json plan public.language
+    assert_equal "$(json_sql "$output" "j#>>'{entities,0,delete_guard}'")" '{"trips": false, "limit_pct": 30, "share_pct": 25.0}'
+    # Without --delete: the rows are extra, and --delete would trip the guard.
+    run -0 --separate-stderr dm-migrate --full plan public.language
+    assert_line --regexp '^public\.language +full +0 +1 +2 +--delete would trip the delete guard \(25\.0% > 10%\)$'
+    assert_line "  public.language: update (6); extra (50) (51)"
+    # And the run does.
+    run -1 --separate-stderr dm-migrate --delete run public.language
+    [[ "$stderr" == *"refusing to delete 2 of 8 rows"* ]]
+}
+
+# ---------------------------------------------------------------- status, progress, logs
+
+@test "status --json: a run in progress seen from another shell, then the finished run; progress in the log" {
+    big_pair prog 300000
+    local log=$BATS_TEST_TMPDIR/run.log i out="" n=""
+    dm-migrate --batch-rows 500 --progress-interval 1 run public.big 2>"$log" 3>&- &
+    local mig=$!
+    for ((i = 0; i < 150; i++)); do
+        out=$(dm-migrate --json status public.big)
+        n=$(json_sql "$out" "(SELECT (e->>'batches')::int FROM jsonb_array_elements(j->'in_progress') e
+            WHERE e->>'entity' = 'public.big')")
+        [[ -n "$n" ]] && ((n >= 2)) && break
+        sleep 0.1
+    done
+    echo "$out"
+    [[ -n "$n" ]] && ((n >= 2))
+    local rid
+    rid=$(json_sql "$out" "j#>>'{in_progress,0,run}'")
+    [[ "$rid" =~ ^[0-9]{8}T[0-9]{6}Z-[0-9]+$ ]]
+    # In progress: its row in dm.run, the load's lease alive, counts so far.
+    assert_equal "$(json_sql "$out" "concat_ws(' ', j#>>'{entities,0,last_run,outcome}', j#>>'{entities,0,last_run,live}',
+        (j#>>'{in_progress,0,inserted}')::int > 0)")" "running true t"
+    # The text form too.
+    run -0 dm-migrate status public.big
+    assert_output --regexp "In progress:"$'\n'"  ENTITY +RUN .*"$'\n'"  public\.big +$rid +[-0-9: +]+ +[0-9]+ +[0-9]+ "
+    wait "$mig"
+    # Finished: the same run, ok, every row inserted; nothing in progress.
+    run -0 dm-migrate --json status public.big
+    assert_equal "$(json_sql "$output" "concat_ws(' ', j#>>'{entities,0,last_run,run}', j#>>'{entities,0,last_run,outcome}',
+        j#>>'{entities,0,last_run,inserted}', (j#>>'{entities,0,last_run,seconds}')::numeric > 0,
+        jsonb_array_length(j->'in_progress'), j#>>'{entities,0,checkpoint,state}')")" "$rid ok 300000 t 0 complete"
+    # The run's log: logfmt only, with progress events (rows so far, rate, an ETA from
+    # the planner's estimate) and the summary.
+    cat "$log"
+    all_logfmt "$(cat "$log")"
+    grep -E " run=$rid entity=public\.big stage=compare event=progress mode=full rows=[0-9]+ rows_per_s=[0-9]+ .*total=300000 eta_s=[0-9]+ " "$log"
+    grep -E " event=summary outcome=ok mode=full inserted=300000 .* rows_per_s=[0-9]+ " "$log"
+    grep -E " event=run_done status=0 .* rows_per_s=[0-9]+$" "$log"
+    dm_tables_equal prog_src prog_dst public.big
+}
+
+@test "logs: every stderr line of a piped run is one logfmt event, -v and failures included" {
+    migrated_pair logs
+    dm_psql logs_src "UPDATE public.actor SET first_name = 'LOG' WHERE actor_id = 9" \
+        "INSERT INTO public.actor (actor_id, first_name, last_name) VALUES (300, 'NEW', 'ACTOR')" \
+        "INSERT INTO public.category (category_id, name) VALUES (99, 'No parent yet')" \
+        "INSERT INTO public.film_category (film_id, category_id) VALUES (1, 99)"
+    run -0 --separate-stderr dm-migrate -v run public.actor public.language public.staff public.store
+    assert_output ""
+    all_logfmt "$stderr"
+    # Commands (-v), the start, each entity, the summary and the end, all with the run id.
+    local rid
+    rid=$(sed -n 's/.* run=\([^ ]*\) event=run_start .*/\1/p' <<<"$stderr")
+    [[ -n "$rid" ]]
+    [[ "$stderr" == *" level=debug run=$rid event=debug msg=\"public.actor: dm-extract --db-env DM_SOURCE "* ]]
+    [[ "$stderr" == *" run=$rid entity=public.actor event=entity_done mode=incremental inserted=1 updated=1 "* ]]
+    [[ "$stderr" == *" run=$rid entity=public.staff event=entity_start mode=incremental group=public.staff,public.store"* ]]
+    [[ "$stderr" == *" run=$rid entity=public.store event=summary outcome=ok "* ]]
+    [[ "$stderr" == *" run=$rid event=run_done status=0 entities=4 done=4 "* ]]
+    # A failure: the program's message and dm-migrate's, as events.
+    run -1 --separate-stderr dm-migrate run public.film_category
+    all_logfmt "$stderr"
+    [[ "$stderr" =~ level=error\ run=[^\ ]+\ entity=public\.film_category\ stage=load\ event=error\ msg=\"dm-load:\ .*violates\ foreign\ key ]]
+    [[ "$stderr" == *" event=summary outcome=failed "* ]]
+    [[ "$stderr" == *" event=run_done status=1 "* ]]
+    # -q: errors only.
+    run -1 --separate-stderr dm-migrate -q run public.film_category
+    all_logfmt "$stderr"
+    [[ "$stderr" != *"level=info"* ]]
+}
+
+@test "progress: a live line per running entity on a terminal (tmux), cleared at the end" {
+    command -v tmux >/dev/null || skip "tmux is not installed"
+    big_pair tty 300000
+    local sock=$BATS_TEST_TMPDIR/tmux.sock screen="" i cmd
+    cmd="$(printf '%q ' env "PATH=$PATH" "DM_SOURCE=$DM_SOURCE" "DM_DEST=$DM_DEST" \
+        dm-migrate --batch-rows 500 run public.big public.actor)"
+    tmux -S "$sock" new-session -d -x 160 -y 24 "$cmd; echo \"exit status \$?\"; sleep 60" 3>&-
+    for ((i = 0; i < 100; i++)); do
+        screen=$(tmux -S "$sock" capture-pane -p)
+        [[ "$screen" =~ public\.big\ +full\ +compare\ +[0-9,]+\ of\ ~300,000\ rows\ \([0-9]+%\)\ +[0-9,]+\ rows/s\ +ETA\ [0-9]+:[0-9]{2} ]] && break
+        sleep 0.1
+    done
+    echo "$screen"
+    [[ "$screen" =~ ETA\ [0-9]+:[0-9]{2} ]]
+    for ((i = 0; i < 200; i++)); do
+        screen=$(tmux -S "$sock" capture-pane -p)
+        [[ "$screen" == *"exit status "* ]] && break
+        sleep 0.1
+    done
+    tmux -S "$sock" kill-server 2>/dev/null || true
+    echo "$screen"
+    [[ "$screen" == *"exit status 0"* ]]
+    # Readable lines and the summary, and no progress line left behind.
+    [[ "$screen" =~ dm-migrate:\ public\.big:\ full:\ insert=300000\ update=0\ unchanged=0 ]]
+    [[ "$screen" =~ total\ +2\ entities\ +300200\  ]]
+    [[ "$screen" != *"rows/s  ETA"* && "$screen" != *" compare "* && "$screen" != *"ts="* ]]
+}
+
+# ---------------------------------------------------------------- retries
+
+@test "retries: a stage that fails transiently (exit 7) runs again after 1 s" {
+    pair retry
+    # A dm-load that fails once with exit status 7, as on a lost connection; beside a
+    # copy of dm-migrate, which puts its own directory first on PATH.
+    local fake=$BATS_TEST_TMPDIR/fake p
+    mkdir "$fake"
+    for p in dm-extract dm-diff dm-ckpt dm-cat dm-entities; do ln -s "$DM_REPO/bin/$p" "$fake/$p"; done
+    cp "$(command -v dm-migrate)" "$fake/dm-migrate"
+    printf '%s\n' '#!/bin/sh' \
+        "if mkdir '$fake/failed' 2>/dev/null; then" \
+        '    echo "dm-load: server closed the connection unexpectedly" >&2' \
+        '    exit 7' \
+        'fi' \
+        "exec '$DM_REPO/bin/dm-load' \"\$@\"" >"$fake/dm-load"
+    chmod +x "$fake/dm-load"
+    run -0 --separate-stderr "$fake/dm-migrate" run public.actor public.language
+    echo "$stderr"
+    all_logfmt "$stderr"
+    [[ "$stderr" =~ entity=public\.actor\ stage=load\ event=retry\ status=7\ attempt=1\ retries=3\ delay_s=1\ error=\"dm-load:\ server\ closed ]]
+    [[ "$stderr" == *"entity=public.actor event=entity_done mode=full inserted=200 updated=0 deleted=0 unchanged=0 "*" retries=1"* ]]
+    dm_tables_equal retry_src retry_dst public.actor
+    # As text; and without retries, the status 7 is the run's.
+    rmdir "$fake/failed"
+    dm_psql retry_dst "DELETE FROM public.language WHERE language_id > 1"
+    run -7 "$fake/dm-migrate" --log-format text --retries 0 --full run public.language
+    assert_line --regexp '^dm-migrate: public\.language: dm-load failed: exit status 7$'
+    rmdir "$fake/failed"
+    run -0 "$fake/dm-migrate" --log-format text --full run public.language
+    assert_line --regexp '^dm-migrate: public\.language: dm-load failed with a transient error \(exit status 7: dm-load: server closed the connection unexpectedly\): retry 1 of 3 in 1 s$'
+    dm_tables_equal retry_src retry_dst public.language
+}
+
+@test "retries: the server down when a run starts and back a second later" {
+    pair down
+    # Little to replay after the crash, so that the server is back quickly.
+    dm_psql postgres "CHECKPOINT"
+    cluster_kill "$DM_TEST_DIR"
+    { sleep 1; cluster_restart "$DM_TEST_DIR"; } 3>&- &
+    local restarter=$!
+    run --separate-stderr dm-migrate run public.actor public.category
+    wait "$restarter"
+    echo "$stderr"
+    assert_success
+    [[ "$stderr" =~ event=retry\ status=7\ attempt=1\ retries=3\ delay_s=1 ]]
+    dm_tables_equal down_src down_dst public.actor
+    dm_tables_equal down_src down_dst public.category
 }
 
 # ---------------------------------------------------------------- secrets
