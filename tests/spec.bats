@@ -113,3 +113,20 @@ check() {
     run -0 dm_psql sp_dst "SELECT count(*) FROM dm.ledger WHERE entity = 'client'"
     assert_output 299
 }
+
+@test "dm-migrate -c: run, change, run --delete, verify; a spec with a typo moves nothing" {
+    sed 's/^column title = name/colum title = name/' "$SPEC" >"$BATS_TEST_TMPDIR/typo.conf"
+    run -1 dm-migrate -q -c "$BATS_TEST_TMPDIR/typo.conf" run
+    assert_output --partial 'typo.conf:11: unknown setting \"colum\"'
+    [ "$(dm_row_count sp_dst public.clients)" = 0 ]
+    run -0 dm-migrate -q -c "$SPEC" run
+    run -0 dm-migrate -q -c "$SPEC" verify
+    dm_psql sp_src "UPDATE public.client SET first = 'Again' WHERE client_id = 11" \
+        "DELETE FROM public.visit WHERE client_id = 12" "DELETE FROM public.client WHERE client_id = 12"
+    run -4 dm-migrate -q -c "$SPEC" verify
+    run -0 dm-migrate -q -c "$SPEC" --delete run
+    run -0 dm-migrate -q -c "$SPEC" verify
+    run -0 dm_psql sp_dst "SELECT count(*) FROM public.clients WHERE full_name = 'Again L11'"
+    assert_output 1
+    [ "$(dm_psql sp_dst "SELECT count(*) FROM public.shops WHERE title = 'native shop'")" = 1 ]
+}
