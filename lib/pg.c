@@ -188,8 +188,11 @@ dmpg_begin(PGconn *conn, const char *isolation, const char *snapshot)
 			return -1;
 		}
 		snprintf(sql, sizeof sql, "SET TRANSACTION SNAPSHOT '%s'", snapshot);
-		if (dmpg_run(conn, sql) < 0)
+		if (dmpg_run(conn, sql) < 0) {
+			/* the snapshot dies with the session that exported it: a new one is worth a retry */
+			dmpg_transient = 1;
 			return -1;
+		}
 	}
 	return dmpg_run(conn,
 	    "SELECT pg_catalog.set_config('TimeZone', 'UTC', true),"

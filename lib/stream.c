@@ -346,6 +346,17 @@ dms_writer_row(dms_writer *w, int op, const dm_value *vals, size_t n)
 	dms_canon_append(&w->canon, vals, n);
 	XXH3_64bits_update(w->checksum, w->canon.data, w->canon.len);
 	w->rows++;
+	if (w->rows % DMS_SYNC_ROWS == 0) {
+		/* A reader can trust every row up to here before the stream ends (dm-stream(5)). */
+		XXH64_canonical_t c;
+		XXH64_canonicalFromHash(&c, XXH3_64bits_digest(w->checksum));
+		msgpack_pack_map(pk, 2);
+		dms_pack_cstr(pk, "sync");
+		msgpack_pack_uint64(pk, w->rows);
+		dms_pack_cstr(pk, "checksum");
+		msgpack_pack_bin(pk, sizeof c.digest);
+		msgpack_pack_bin_body(pk, c.digest, sizeof c.digest);
+	}
 }
 
 int
@@ -720,6 +731,40 @@ dms_parse_trailer(dms_reader *r, const msgpack_object *o)
 	return 0;
 }
 
+/* A sync point: 1 verified, 0 not a sync point (the trailer), -1 invalid (printed). */
+static int
+dms_parse_sync(dms_reader *r, const msgpack_object *o)
+{
+	int is_sync = 0, have_sum = 0;
+	uint64_t rows = UINT64_MAX;
+	XXH64_canonical_t want, got;
+
+	for (uint32_t i = 0; i < o->via.map.size; i++) {
+		const msgpack_object *k = &o->via.map.ptr[i].key;
+		const msgpack_object *v = &o->via.map.ptr[i].val;
+		if (dms_key_is(k, "sync")) {
+			if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+				return dms_bad(r, "malformed sync point");
+			rows = v->via.u64;
+			is_sync = 1;
+		} else if (dms_key_is(k, "checksum")) {
+			if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != sizeof want.digest)
+				return dms_bad(r, "malformed sync point");
+			memcpy(want.digest, v->via.bin.ptr, sizeof want.digest);
+			have_sum = 1;
+		}
+	}
+	if (!is_sync)
+		return 0;
+	if (!have_sum || rows != r->rows || rows % DMS_SYNC_ROWS != 0)
+		return dms_bad(r, "sync point out of place (corrupted data)");
+	XXH64_canonicalFromHash(&got, XXH3_64bits_digest(r->checksum));
+	if (memcmp(got.digest, want.digest, sizeof got.digest) != 0)
+		return dms_bad(r, "checksum mismatch (corrupted data)");
+	r->verified = rows;
+	return 1;
+}
+
 static void
 dms_remember_key(dms_reader *r)
 {
@@ -755,8 +800,16 @@ dms_reader_next(dms_reader *r)
 	const unsigned char *p = (const unsigned char *)r->buf + r->start;
 	const unsigned char *endp = p + r->frame;
 	if ((*p >= 0x80 && *p <= 0x8f) || *p == 0xde || *p == 0xdf) {
-		if (dms_unpack_frame(r) < 0 || dms_parse_trailer(r, &r->msg.data) < 0)
+		if (dms_unpack_frame(r) < 0)
 			return -1;
+		int sync = dms_parse_sync(r, &r->msg.data);
+		if (sync < 0)
+			return -1;
+		if (sync > 0)
+			return r->stop_at_sync ? 2 : dms_reader_next(r);
+		if (dms_parse_trailer(r, &r->msg.data) < 0)
+			return -1;
+		r->verified = r->rows;
 		/* Anything after the trailer means two streams were glued or the file is damaged. */
 		got = dms_next_object(r);
 		if (got < 0)

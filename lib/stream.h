@@ -13,6 +13,8 @@
 
 #define DMS_VERSION 1
 #define DMS_HASH_LEN 16
+/* A sync point (running row count and checksum) follows every this many rows. */
+#define DMS_SYNC_ROWS 1000
 
 typedef enum { DMS_ROWS = 0, DMS_HASHES = 1, DMS_CHANGES = 2 } dms_kind;
 typedef enum { DMS_OP_INSERT = 0, DMS_OP_UPDATE = 1, DMS_OP_DELETE = 2, DMS_OP_NONE = -1 } dms_op;
@@ -108,6 +110,8 @@ typedef struct dms_reader {
 	dms_trailer trailer;
 	int done;		/* trailer read and verified */
 	uint64_t rows;
+	uint64_t verified;	/* rows covered by the last verified sync point or trailer */
+	int stop_at_sync;	/* return 2 at each verified sync point (dm-load commits there) */
 	XXH3_state_t *checksum;
 	dm_buf canon;
 	/* the current row */
@@ -129,7 +133,9 @@ typedef struct dms_reader {
 int dms_reader_open(dms_reader *r, FILE *fp, const char *name);
 /*
  * Reads the next row. Returns 1 with the row in r->vals/keys/op, 0 at a
- * verified trailer, or -1 after printing why the stream is invalid.
+ * verified trailer, or -1 after printing why the stream is invalid. With
+ * stop_at_sync set, also returns 2 at each verified sync point: every row
+ * read so far is then known to be intact.
  */
 int dms_reader_next(dms_reader *r);
 /* Accepts NULL and a zeroed, never opened reader. Does not close fp. */

@@ -423,8 +423,20 @@ stage_rows(PGconn *conn, target *tg, uint64_t max_rows)
 			return -1;
 		}
 	}
-	while (max_rows == 0 || n < max_rows) {
+	/*
+	 * A batch ends at a verified sync point at or after max_rows rows, never
+	 * in between: nothing is committed that the stream's checksum has not
+	 * vouched for.
+	 */
+	for (;;) {
 		got = dms_reader_next(&tg->r);
+		if (got == 2) {
+			if (max_rows != 0 && n >= max_rows) {
+				got = 1;
+				break;
+			}
+			continue;
+		}
 		if (got <= 0)
 			break;
 		int op = tg->r.op == DMS_OP_NONE ? DMS_OP_INSERT : tg->r.op;
@@ -553,18 +565,22 @@ park_deletes(PGconn *conn, target *tg, uint64_t *parked)
 	return 0;
 }
 
-/* Deletes the parked keys of all targets in one statement, then forgets them. */
+/*
+ * Deletes the parked keys of all targets in one statement, then forgets them:
+ * the ones marked ready (by a stream that ended with a verified trailer) and,
+ * unless only_ready, those this run parked and is now completing.
+ */
 static int
-apply_deletes(PGconn *conn, target *tgs, int ntg)
+apply_deletes(PGconn *conn, target *tgs, int ntg, int only_ready)
 {
 	dm_buf sql = { 0 };
 	const char *params[2 * MAX_TARGETS];
 	int rc = -1;
 
 	for (int i = 0; i < ntg && !force; i++) {
-		const char *p[2] = { tgs[i].entity, run_id };
+		const char *p[3] = { tgs[i].entity, run_id, only_ready ? "true" : "false" };
 		PGresult *pr = dmpg_exec_params(conn, "SELECT pg_catalog.count(*) FROM dm.pending_delete"
-		    " WHERE entity = $1 AND (ready OR run_id = $2)", 2, p);
+		    " WHERE entity = $1 AND (ready OR (run_id = $2 AND NOT $3::pg_catalog.bool))", 3, p);
 		if (pr == NULL)
 			goto out;
 		uint64_t pending = get_u64(pr, 0, 0);
@@ -603,9 +619,9 @@ apply_deletes(PGconn *conn, target *tgs, int ntg)
 	dm_buf_puts(&sql, "WITH ");
 	for (int i = 0; i < ntg; i++) {
 		dm_buf_printf(&sql, "%sd%d AS (DELETE FROM %s AS t USING dm.pending_delete p%s"
-		    " WHERE p.entity = $%d AND (p.ready OR p.run_id = $%d)%s RETURNING 1)",
+		    " WHERE p.entity = $%d AND (p.ready OR (p.run_id = $%d AND NOT %s))%s RETURNING 1)",
 		    i ? ", " : "", i, tgs[i].t.qualified, tgs[i].mapped ? ", dm.ledger l" : "",
-		    2 * i + 1, 2 * i + 2, tgs[i].key_join);
+		    2 * i + 1, 2 * i + 2, only_ready ? "true" : "false", tgs[i].key_join);
 		params[2 * i] = tgs[i].entity;
 		params[2 * i + 1] = run_id;
 	}
@@ -619,12 +635,13 @@ apply_deletes(PGconn *conn, target *tgs, int ntg)
 		tgs[i].del += get_u64(res, 0, i);
 	dmpg_clear(res);
 	for (int i = 0; i < ntg; i++) {
-		const char *p[2] = { tgs[i].entity, run_id };
+		const char *p[3] = { tgs[i].entity, run_id, only_ready ? "true" : "false" };
 		if (tgs[i].mapped && dmpg_run_params(conn, "DELETE FROM dm.ledger l USING dm.pending_delete p"
-		    " WHERE p.entity = $1 AND (p.ready OR p.run_id = $2) AND p.via_ledger"
-		    " AND l.entity = p.entity AND l.legacy_key = p.key", 2, p) < 0)
+		    " WHERE p.entity = $1 AND (p.ready OR (p.run_id = $2 AND NOT $3::pg_catalog.bool)) AND p.via_ledger"
+		    " AND l.entity = p.entity AND l.legacy_key = p.key", 3, p) < 0)
 			goto out;
-		if (dmpg_run_params(conn, "DELETE FROM dm.pending_delete WHERE entity = $1 AND (ready OR run_id = $2)", 2, p) < 0)
+		if (dmpg_run_params(conn, "DELETE FROM dm.pending_delete WHERE entity = $1"
+		    " AND (ready OR (run_id = $2 AND NOT $3::pg_catalog.bool))", 3, p) < 0)
 			goto out;
 	}
 	rc = 0;
@@ -687,7 +704,7 @@ static int
 finish_stream(PGconn *conn, target *tgs, int ntg)
 {
 	if (!defer_deletes) {
-		if (apply_deletes(conn, tgs, ntg) < 0)
+		if (apply_deletes(conn, tgs, ntg, 0) < 0)
 			return -1;
 	} else {
 		for (int i = 0; i < ntg; i++) {
@@ -1007,7 +1024,7 @@ apply_parked(PGconn *conn, target *tgs, int ntg)
 	for (int i = 0; i < ntg; i++)
 		if (dmstate_lease_renew(conn, tgs[i].entity, lease_owner, lease_seconds) < 0)
 			return DM_EXIT_LOCKED;
-	if (triggers_switch(conn, tgs, ntg, 1) < 0 || apply_deletes(conn, tgs, ntg) < 0 ||
+	if (triggers_switch(conn, tgs, ntg, 1) < 0 || apply_deletes(conn, tgs, ntg, 1) < 0 ||
 	    triggers_switch(conn, tgs, ntg, 0) < 0)
 		return DM_EXIT_FAIL;
 	for (int i = 0; i < ntg; i++) {
@@ -1160,6 +1177,7 @@ main(int argc, char **argv)
 		tg->reader_open = 1;	/* a failed open still holds memory to free */
 		if (dms_reader_open(&tg->r, tg->fp, name) != 0)
 			goto out;
+		tg->r.stop_at_sync = 1;
 		tg->entity = dm_xstrdup(nentity ? entity_opts[i] : tg->r.hdr.entity);
 	}
 	if (!apply_only && entity_opt == NULL)

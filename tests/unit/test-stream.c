@@ -165,5 +165,40 @@ main(void)
 	ok(read_stream("hello world\n", 12, &rows) == 3, "text that is not a stream is refused");
 	ok(read_stream("", 0, &rows) == 3, "an empty input is refused");
 	free(good);
+
+	/* Sync points: a reader can trust rows before the stream ends, and never trusts damaged ones. */
+	{
+		static char keybuf[2500][8];
+		const char *many[2500];
+		for (int i = 0; i < 2500; i++) {
+			snprintf(keybuf[i], sizeof keybuf[i], "%d", i + 1);
+			many[i] = keybuf[i];
+		}
+		size_t l3;
+		char *big = write_stream(&l3, many, 2500, 1);
+		ok(read_stream(big, l3, &rows) == 0 && rows == 2500, "a stream with sync points reads back whole");
+		char *row1500 = memmem(big, l3, "\xa4" "1500", 5);
+		ok(row1500 != NULL, "row 1500 found in the bytes");
+		row1500[2] = '9';	/* "1500" becomes "1900": whichever check fires first, nothing past 1000 is vouched for */
+		FILE *fp = fmemopen(big, l3, "rb");
+		dms_reader r;
+		dms_reader_open(&r, fp, "test");
+		r.stop_at_sync = 1;
+		int got, syncs = 0, n = 0;
+		uint64_t verified_at_error = 0;
+		while ((got = dms_reader_next(&r)) > 0) {
+			if (got == 2)
+				syncs++;
+			else
+				n++;
+		}
+		verified_at_error = r.verified;
+		ok(got < 0 && syncs == 1 && verified_at_error == 1000,
+		    "damage in row 1500 is caught at the latest by the next sync point; only the first 1000 rows were ever vouched for (%d syncs, %llu verified)",
+		    syncs, (unsigned long long)verified_at_error);
+		dms_reader_free(&r);
+		fclose(fp);
+		free(big);
+	}
 	return done();
 }
