@@ -178,7 +178,7 @@ discover_tables(PGconn *src, PGconn *dst, graph *g, char **wanted, int nwanted, 
 		const char *schema = dmpg_value(res, r, 0), *name = dmpg_value(res, r, 1);
 		char relkind = dmpg_value(res, r, 2)[0];
 		int has_pk = dmpg_value(res, r, 3)[0] == 't', covered = dmpg_value(res, r, 4)[0] == 't';
-		char *q = dm_xasprintf("%s.%s", schema, name);
+		char *q = dm_qualify(schema, name);
 		int keep = nwanted == 0;
 		for (int w = 0; w < nwanted; w++)
 			if (strcmp(wanted[w], q) == 0)
@@ -207,6 +207,12 @@ discover_tables(PGconn *src, PGconn *dst, graph *g, char **wanted, int nwanted, 
 				dm_err("%s: no such table in the destination", q);
 				errors++;
 			}
+			free(q);
+			continue;
+		}
+		if (strpbrk(q, "\t\n\r") != NULL) {
+			dm_err("%s: table names with tabs or newlines are not supported: rename it, or migrate it with a spec query", q);
+			errors++;
 			free(q);
 			continue;
 		}

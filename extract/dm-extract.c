@@ -516,7 +516,7 @@ main(int argc, char **argv)
 
 	h.kind = hashes ? DMS_HASHES : DMS_ROWS;
 	h.entity = dm_xstrdup(dm_subject);
-	h.table = dm_xasprintf("%s.%s", schema, name);
+	h.table = dm_qualify(schema, name);
 	h.ncols = (size_t)ncols;
 	h.cols = dm_xcalloc(h.ncols, sizeof *h.cols);
 	is_bin = dm_xcalloc(h.ncols, sizeof *is_bin);

@@ -68,8 +68,15 @@ int dm_parse_u64(const char *s, uint64_t *out);
  */
 int dm_close_output(FILE *fp, const char *what);
 
-/* Splits "schema.table" into two new strings; returns -1 when there is no dot. */
+/*
+ * Splits "schema.table" into two new strings; a part with a dot or a quote is
+ * written "quoted" (quotes doubled). Returns -1 when it is not two parts.
+ */
 int dm_split_table(const char *qualified, char **schema, char **table);
+/* The inverse: "schema.table", quoting a part only when it needs it. Caller frees. */
+char *dm_qualify(const char *schema, const char *table);
+/* Do two qualified names (quoted or not) name the same table? */
+int dm_same_table(const char *a, const char *b);
 
 /* A growable byte buffer; dm_buf_free accepts NULL. */
 typedef struct dm_buf {

@@ -85,12 +85,35 @@ dmpg_notice(void *arg, const char *message)
 	dm_debug("server: %s", message);
 }
 
+/*
+ * libpq echoes a connection string it cannot parse, password included.
+ * Parse it first; on failure say what is wrong without repeating it.
+ */
+static int
+dmpg_conninfo_ok(const char *conninfo, const char *role)
+{
+	char *err = NULL;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+
+	if (opts != NULL) {
+		PQconninfoFree(opts);
+		return 1;
+	}
+	dm_err("cannot connect to %s: the connection string is malformed (not shown: it may hold a password)", role);
+	if (err != NULL)
+		PQfreemem(err);
+	dmpg_transient = 0;
+	return 0;
+}
+
 PGconn *
 dmpg_connect(const char *conninfo, const char *role)
 {
 	/* dbname is expanded first so our client_encoding always wins over the user's. */
 	const char *keys[] = { "dbname", "client_encoding", "fallback_application_name", NULL };
 	const char *vals[] = { conninfo, "UTF8", dm_prog, NULL };
+	if (!dmpg_conninfo_ok(conninfo, role))
+		return NULL;
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 
 	if (conn == NULL) {

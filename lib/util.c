@@ -187,16 +187,89 @@ dm_close_output(FILE *fp, const char *what)
 	return 0;
 }
 
+/* One part of a qualified name: "quoted" (with "" for a quote) or bare up to the next dot. */
+static const char *
+dm_split_part(const char *p, dm_buf *out)
+{
+	out->len = 0;
+	if (*p != '"') {
+		const char *dot = strchr(p, '.');
+		size_t n = dot ? (size_t)(dot - p) : strlen(p);
+		dm_buf_append(out, p, n);
+		return p + n;
+	}
+	for (p++; *p; p++) {
+		if (*p == '"') {
+			if (p[1] != '"')
+				return p + 1;
+			p++;
+		}
+		dm_buf_putc(out, *p);
+	}
+	return NULL;	/* unterminated quote */
+}
+
 int
 dm_split_table(const char *qualified, char **schema, char **table)
 {
-	const char *dot = strchr(qualified, '.');
+	dm_buf a = { 0 }, b = { 0 };
+	int rc = -1;
 
-	if (dot == NULL || dot == qualified || dot[1] == '\0')
-		return -1;
-	*schema = dm_xstrndup(qualified, (size_t)(dot - qualified));
-	*table = dm_xstrdup(dot + 1);
-	return 0;
+	const char *p = dm_split_part(qualified, &a);
+	if (p == NULL || *p != '.' || a.len == 0)
+		goto out;
+	p = dm_split_part(p + 1, &b);
+	if (p == NULL || *p != '\0' || b.len == 0)
+		goto out;
+	*schema = dm_xstrdup(dm_buf_cstr(&a));
+	*table = dm_xstrdup(dm_buf_cstr(&b));
+	rc = 0;
+out:
+	dm_buf_free(&a);
+	dm_buf_free(&b);
+	return rc;
+}
+
+static void
+dm_qualify_part(dm_buf *out, const char *s)
+{
+	if (*s != '\0' && strpbrk(s, ".\"") == NULL) {
+		dm_buf_puts(out, s);
+		return;
+	}
+	dm_buf_putc(out, '"');
+	for (; *s; s++) {
+		if (*s == '"')
+			dm_buf_putc(out, '"');
+		dm_buf_putc(out, *s);
+	}
+	dm_buf_putc(out, '"');
+}
+
+char *
+dm_qualify(const char *schema, const char *table)
+{
+	dm_buf b = { 0 };
+
+	dm_qualify_part(&b, schema);
+	dm_buf_putc(&b, '.');
+	dm_qualify_part(&b, table);
+	return (char *)dm_buf_cstr(&b);
+}
+
+int
+dm_same_table(const char *a, const char *b)
+{
+	char *as = NULL, *at = NULL, *bs = NULL, *bt = NULL;
+	int same = 0;
+
+	if (dm_split_table(a, &as, &at) == 0 && dm_split_table(b, &bs, &bt) == 0)
+		same = strcmp(as, bs) == 0 && strcmp(at, bt) == 0;
+	free(as);
+	free(at);
+	free(bs);
+	free(bt);
+	return same;
 }
 
 void

@@ -200,7 +200,7 @@ target_prepare(PGconn *conn, target *tg, int idx, int need_stream)
 	int *map = dm_xcalloc(ncols ? ncols : 1, sizeof *map);
 
 	if (h != NULL) {
-		if (strcmp(h->table, tg->table_arg) != 0) {
+		if (!dm_same_table(h->table, tg->table_arg)) {
 			dm_err("%s: stream is for table %s, not %s: refusing to load it here",
 			    tg->r.name, h->table, tg->table_arg);
 			rc = -2;
@@ -1178,7 +1178,19 @@ main(int argc, char **argv)
 		if (dms_reader_open(&tg->r, tg->fp, name) != 0)
 			goto out;
 		tg->r.stop_at_sync = 1;
-		tg->entity = dm_xstrdup(nentity ? entity_opts[i] : tg->r.hdr.entity);
+		/*
+		 * The checkpoint written is the one named here, never one a stream file
+		 * names on its own: a stream for another entity is refused.
+		 */
+		tg->entity = dm_xstrdup(nentity ? entity_opts[i] : tg->table_arg);
+		if (strcmp(tg->r.hdr.entity, tg->entity) != 0 && !(nentity == 0 && dm_same_table(tg->r.hdr.entity, tg->table_arg))) {
+			const char *saved = dm_subject;
+			dm_subject = tg->entity;
+			dm_err("%s: stream is for entity %s, not %s: refusing it (give --entity %s if that is right)",
+			    tg->r.name, tg->r.hdr.entity, tg->entity, tg->r.hdr.entity);
+			dm_subject = saved;
+			goto out;
+		}
 	}
 	if (!apply_only && entity_opt == NULL)
 		dm_subject = tgs[0].entity;

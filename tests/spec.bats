@@ -31,7 +31,7 @@ migrate() {
     table=$(awk -v e="[entity $e]" '$0 == e {f=1; next} /^\[/ {f=0} f && $1 == "target" {print $3}' "$SPEC")
     dm-extract -q -c "$SPEC" --entity "$e" --db-env DM_SOURCE --other-env DM_DEST |
         dm-diff -q "$@" - <(dm-extract -q -c "$SPEC" --entity "$e" --db-env DM_DEST --other-env DM_SOURCE --side dest --hashes) |
-        dm-load --db-env DM_DEST --table "$table" --disable-triggers
+        dm-load --db-env DM_DEST --table "$table" --entity "$e" --disable-triggers
 }
 
 # check ENTITY: source and destination agree in the destination's shape.

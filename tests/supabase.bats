@@ -54,7 +54,7 @@ migrate() {
     shift 2
     dm-extract -q -c "$SPEC" --entity "$e" --db-env DM_SOURCE --other-env DM_DEST |
         dm-diff -q "$@" - <(dm-extract -q -c "$SPEC" --entity "$e" --db-env DM_DEST --other-env DM_SOURCE --side dest --hashes) |
-        dm-load --db-env DM_DEST --table "$table" --disable-triggers --batch-rows 100
+        dm-load --db-env DM_DEST --table "$table" --entity "$e" --disable-triggers --batch-rows 100
 }
 
 @test "the destination is reached through PgBouncer, as a role that is not a superuser" {
