@@ -762,8 +762,12 @@ drop_stale_pending(PGconn *conn, target *tgs, int ntg)
 		return -1;
 	for (int i = 0; i < ntg; i++) {
 		const char *p[1] = { tgs[i].entity };
-		/* This stream recomputes every delete, so older parked ones would only be counted twice. */
-		if (dmpg_run_params(conn, "DELETE FROM dm.pending_delete WHERE entity = $1", 1, p) < 0)
+		/*
+		 * Deletes parked by a load that died before its trailer are void; the
+		 * ready ones of a finished run stay for its --apply-deletes (the lease
+		 * means no other load of this entity is between batches now).
+		 */
+		if (dmpg_run_params(conn, "DELETE FROM dm.pending_delete WHERE entity = $1 AND NOT ready", 1, p) < 0)
 			return -1;
 	}
 	return end_transaction(conn);
