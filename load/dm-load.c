@@ -567,8 +567,8 @@ park_deletes(PGconn *conn, target *tg, uint64_t *parked)
 
 /*
  * Deletes the parked keys of all targets in one statement, then forgets them:
- * the ones marked ready (by a stream that ended with a verified trailer) and,
- * unless only_ready, those this run parked and is now completing.
+ * with only_ready (--apply-deletes) those marked ready by a stream that ended
+ * with a verified trailer; otherwise only those this load parked itself.
  */
 static int
 apply_deletes(PGconn *conn, target *tgs, int ntg, int only_ready)
@@ -580,7 +580,7 @@ apply_deletes(PGconn *conn, target *tgs, int ntg, int only_ready)
 	for (int i = 0; i < ntg && !force; i++) {
 		const char *p[3] = { tgs[i].entity, run_id, only_ready ? "true" : "false" };
 		PGresult *pr = dmpg_exec_params(conn, "SELECT pg_catalog.count(*) FROM dm.pending_delete"
-		    " WHERE entity = $1 AND (ready OR (run_id = $2 AND NOT $3::pg_catalog.bool))", 3, p);
+		    " WHERE entity = $1 AND (CASE WHEN $3::pg_catalog.bool THEN ready ELSE run_id = $2 END)", 3, p);
 		if (pr == NULL)
 			goto out;
 		uint64_t pending = get_u64(pr, 0, 0);
@@ -619,9 +619,9 @@ apply_deletes(PGconn *conn, target *tgs, int ntg, int only_ready)
 	dm_buf_puts(&sql, "WITH ");
 	for (int i = 0; i < ntg; i++) {
 		dm_buf_printf(&sql, "%sd%d AS (DELETE FROM %s AS t USING dm.pending_delete p%s"
-		    " WHERE p.entity = $%d AND (p.ready OR (p.run_id = $%d AND NOT %s))%s RETURNING 1)",
+		    " WHERE p.entity = $%d AND (CASE WHEN %s THEN p.ready ELSE p.run_id = $%d END)%s RETURNING 1)",
 		    i ? ", " : "", i, tgs[i].t.qualified, tgs[i].mapped ? ", dm.ledger l" : "",
-		    2 * i + 1, 2 * i + 2, only_ready ? "true" : "false", tgs[i].key_join);
+		    2 * i + 1, only_ready ? "true" : "false", 2 * i + 2, tgs[i].key_join);
 		params[2 * i] = tgs[i].entity;
 		params[2 * i + 1] = run_id;
 	}
@@ -637,11 +637,11 @@ apply_deletes(PGconn *conn, target *tgs, int ntg, int only_ready)
 	for (int i = 0; i < ntg; i++) {
 		const char *p[3] = { tgs[i].entity, run_id, only_ready ? "true" : "false" };
 		if (tgs[i].mapped && dmpg_run_params(conn, "DELETE FROM dm.ledger l USING dm.pending_delete p"
-		    " WHERE p.entity = $1 AND (p.ready OR (p.run_id = $2 AND NOT $3::pg_catalog.bool)) AND p.via_ledger"
+		    " WHERE p.entity = $1 AND (CASE WHEN $3::pg_catalog.bool THEN p.ready ELSE p.run_id = $2 END) AND p.via_ledger"
 		    " AND l.entity = p.entity AND l.legacy_key = p.key", 3, p) < 0)
 			goto out;
 		if (dmpg_run_params(conn, "DELETE FROM dm.pending_delete WHERE entity = $1"
-		    " AND (ready OR (run_id = $2 AND NOT $3::pg_catalog.bool))", 3, p) < 0)
+		    " AND (CASE WHEN $3::pg_catalog.bool THEN ready ELSE run_id = $2 END)", 3, p) < 0)
 			goto out;
 	}
 	rc = 0;
@@ -763,11 +763,10 @@ drop_stale_pending(PGconn *conn, target *tgs, int ntg)
 	for (int i = 0; i < ntg; i++) {
 		const char *p[1] = { tgs[i].entity };
 		/*
-		 * Deletes parked by a load that died before its trailer are void; the
-		 * ready ones of a finished run stay for its --apply-deletes (the lease
-		 * means no other load of this entity is between batches now).
+		 * This stream recomputes every delete. Older parked ones are void: a
+		 * key deleted then may exist again in the source now.
 		 */
-		if (dmpg_run_params(conn, "DELETE FROM dm.pending_delete WHERE entity = $1 AND NOT ready", 1, p) < 0)
+		if (dmpg_run_params(conn, "DELETE FROM dm.pending_delete WHERE entity = $1", 1, p) < 0)
 			return -1;
 	}
 	return end_transaction(conn);
@@ -1187,7 +1186,9 @@ main(int argc, char **argv)
 		 * names on its own: a stream for another entity is refused.
 		 */
 		tg->entity = dm_xstrdup(nentity ? entity_opts[i] : tg->table_arg);
-		if (strcmp(tg->r.hdr.entity, tg->entity) != 0 && !(nentity == 0 && dm_same_table(tg->r.hdr.entity, tg->table_arg))) {
+		/* (a stream for another table is refused further on, naming the table) */
+		if (dm_same_table(tg->r.hdr.table, tg->table_arg) && strcmp(tg->r.hdr.entity, tg->entity) != 0 &&
+		    !(nentity == 0 && dm_same_table(tg->r.hdr.entity, tg->table_arg))) {
 			const char *saved = dm_subject;
 			dm_subject = tg->entity;
 			dm_err("%s: stream is for entity %s, not %s: refusing it (give --entity %s if that is right)",
