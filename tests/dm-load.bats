@@ -108,7 +108,7 @@ setup() {
 
 @test "rows the destination refuses go to --rejects, the rest lands, exit 5; the file replays" {
     dm_psql l_dst "ALTER TABLE public.big ADD CONSTRAINT no_seven CHECK (id % 70000 <> 7)"
-    run -5 dm-load --db-env DST --table public.big --batch-rows 40000 --rejects "$DIR/rej" "$DIR/big.rows"
+    run -5 dm-load --db-env DST --table public.big --batch-rows 2000 --rejects "$DIR/rej" "$DIR/big.rows"
     assert_line --partial "rejected (7): query failed: ERROR:  new row for relation \"big\" violates check constraint \"no_seven\""
     assert_line --partial "rejected (140007)"
     assert_line "dm-load: public.big: insert=199997 update=0 delete=0 unchanged=0"
