@@ -67,6 +67,28 @@ find_victim() {
     fi
 }
 
+# wait_orphans SID SECONDS: wait until no process of SID is left; give up early (fail)
+# when all that is left has been blocked opening a FIFO (wait_for_partner) for 3 s:
+# nothing will ever open its other end.
+wait_orphans() {
+    local sid=$1 i p stuck=0 all
+    for ((i = 0; i < $2 * 10; i++)); do
+        [[ -z "$(fx_session_pids "$sid")" ]] && return 0
+        all=1
+        for p in $(fx_session_pids "$sid"); do
+            [[ "$(cat "/proc/$p/wchan" 2>/dev/null)" == wait_for_partner ]] || all=0
+        done
+        if ((all)); then
+            stuck=$((stuck + 1))
+            ((stuck >= 30)) && return 1
+        else
+            stuck=0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
 # entity_of CMDLINE: the entity a stage works on (from --entity, --table or its FIFO).
 entity_of() {
     sed -nE 's/.*--entity ([^ ]+).*/\1/p; t; s/.*--table ([^ ]+).*/\1/p; t
@@ -82,6 +104,8 @@ trial() {
     ((n % 2 == 1)) && jopt=(-j 3)
     d=$(fx_trial_dir "kill-$stage" "$n")
     fx_fresh_dest "$mode" || { fx_fail "kill $stage: createdb failed"; return; }
+    local wd0
+    wd0=$(find "$TMPDIR" -maxdepth 1 -name 'dm-migrate.*' 2>/dev/null | wc -l)
     [[ "$mode" == delete ]] && ex0=$(fx_extras fx_k)
 
     fx_start "$d/run1.log" dm-migrate -q "${jopt[@]}" "${margs[@]}"
@@ -163,15 +187,19 @@ trial() {
         else
             bad+="the rerun was refused (exit 6) although the run holding the lease was killed: $lease; "
         fi
-        fx_wait_session "$sid" 120 || bad+="the killed driver's orphans did not finish in 120 s; "
+        wait_orphans "$sid" 120 || bad+="the killed driver's orphans did not finish; "
         fx_wait_lease fx_k 120 || bad+="a lease still held after 120 s: $(fx_lease_state fx_k); "
         fx_migrate "$d/run3.log" "${jopt[@]}" "${margs[@]}"
         rc2=$?
     fi
-    if ! fx_wait_session "$sid" 120; then
-        bad+="orphans still running: $(fx_session_pids "$sid"); "
+    if ! wait_orphans "$sid" 120; then
+        bad+="orphans still running after the kill: $(for t in $(fx_session_pids "$sid"); do
+            echo -n "$t $(fx_cmdline "$t")(in $(cat "/proc/$t/wchan" 2>/dev/null)) "; done)"
+        bad+="(wait_for_partner: blocked opening a FIFO that nobody will open); "
         fx_kill_session "$sid"
     fi
+    t=$(find "$TMPDIR" -maxdepth 1 -name 'dm-migrate.*' 2>/dev/null | wc -l)
+    ((t > wd0)) && fx_note "the killed run's work directory was left behind in \$TMPDIR"
     RC2[$stage]+="$rc2 "
     if ((rc2 != 0)); then
         bad+="the rerun exited $rc2: $(for f in "$d"/run[23].log; do [[ -e "$f" ]] && fx_failed_msg "$f"; done) "

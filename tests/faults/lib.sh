@@ -600,6 +600,9 @@ fx_script_init() {
         trap 'fx_teardown_clusters' EXIT
     fi
     fx_build_data || fx_die "cannot build the dataset"
+    # dm-migrate's default work directories (mktemp in $TMPDIR) under ours: a killed
+    # driver cannot remove its own, and they go with $FX_WORK.
+    mkdir -p "$FX_WORK/tmp" && TMPDIR=$FX_WORK/tmp && export TMPDIR
 }
 
 # fx_alive PID: running (not a zombie).
