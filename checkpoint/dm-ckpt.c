@@ -6,10 +6,13 @@
 #include "pg.h"
 #include "state.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static const char usage_text[] =
     "usage: dm-ckpt (--db CONNINFO | --db-env VAR) [-q] [-v] COMMAND [ARG...]\n"
@@ -22,15 +25,21 @@ static const char usage_text[] =
     "  reset [ENTITY]       forget the checkpoint (all when no ENTITY): next run is full\n"
     "  runs [ENTITY]        recent runs: RUN_ID ENTITY STARTED FINISHED OUTCOME\n"
     "                       INSERTED UPDATED DELETED UNCHANGED\n"
+    "  hold ENTITY...       hold the entities for one run: prints \"held\" once all\n"
+    "                       are held (exit 6 if another run holds one), then holds\n"
+    "                       them until signalled (TERM, INT, HUP) or its parent\n"
+    "                       process ends; dm-migrate holds its entities this way\n"
     "\n"
     "  --db CONNINFO        destination connection string or URI\n"
-    "  --db-env VAR         read it from environment variable VAR\n";
+    "  --db-env VAR         read it from environment variable VAR\n"
+    "  --run-id ID          hold: the run that holds (default: hold/PID)\n"
+    "  --wait SECONDS       hold: wait that long for another run to let go (default 0)\n";
 
 static void
 usage(void)
 {
 	fputs("usage: dm-ckpt (--db CONNINFO | --db-env VAR) list | show ENTITY | watermark ENTITY |"
-	    " set ENTITY VALUE | reset [ENTITY] | runs [ENTITY]\n", stderr);
+	    " set ENTITY VALUE | reset [ENTITY] | runs [ENTITY] | [--run-id ID] [--wait SECONDS] hold ENTITY...\n", stderr);
 	exit(DM_EXIT_USAGE);
 }
 
@@ -48,6 +57,130 @@ print_rows(PGresult *res, int ncols)
 	}
 }
 
+/* A run's hold on an entity is a lease of its own name, apart from dm-load's. */
+#define HOLD_PREFIX "run:"
+#define HOLD_TTL 60
+
+static volatile sig_atomic_t hold_stop;
+
+static void
+hold_on_signal(int sig)
+{
+	(void)sig;
+	hold_stop = 1;
+}
+
+static double
+hold_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+ * Takes or renews (renew != 0) every entity's run lease in one transaction:
+ * all or none. 1 all held, 0 one is held by another live run (named on
+ * stderr when say_holder), -1 error (logged).
+ */
+static int
+hold_all(PGconn *conn, char **entities, int n, const char *owner, int renew, int say_holder)
+{
+	int rc = -1;
+	char *name = NULL, *holder = NULL;
+
+	if (dmpg_begin(conn, "", NULL) < 0)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		free(name);
+		name = dm_xasprintf("%s%s", HOLD_PREFIX, entities[i]);
+		if (renew) {
+			dm_subject = entities[i];
+			if (dmstate_lease_renew(conn, name, owner, HOLD_TTL) < 0)
+				goto out;
+			continue;
+		}
+		int got = dmstate_lease_take(conn, name, owner, HOLD_TTL, &holder);
+		if (got < 0)
+			goto out;
+		if (got == 0) {
+			if (say_holder) {
+				dm_subject = entities[i];
+				dm_err("another run holds this entity: %s (dm-migrate --wait SECONDS waits for it)",
+				    holder ? holder : "lease held");
+			}
+			rc = 0;
+			goto out;
+		}
+	}
+	if (dmpg_commit(conn) < 0)
+		goto out;
+	free(name);
+	return 1;
+out:
+	dmpg_rollback(conn);
+	free(name);
+	free(holder);
+	return rc;
+}
+
+/*
+ * hold: takes every entity's run lease (waiting up to wait_seconds), says
+ * "held" on stdout, then renews them until a signal (TERM, INT, HUP) comes
+ * or the process that started us ends, and releases them. The lease dies
+ * with this process's backend too, so nothing is ever left held.
+ */
+static int
+hold_entities(PGconn *conn, char **entities, int n, const char *owner, double wait_seconds)
+{
+	double deadline = hold_now() + wait_seconds;
+	pid_t parent = getppid();
+	int got;
+
+	signal(SIGTERM, hold_on_signal);
+	signal(SIGINT, hold_on_signal);
+	signal(SIGHUP, hold_on_signal);
+	while ((got = hold_all(conn, entities, n, owner, 0, hold_now() >= deadline)) == 0) {
+		if (hold_now() >= deadline)
+			return DM_EXIT_LOCKED;
+		if (hold_stop)
+			return DM_EXIT_FAIL;
+		struct timespec half = { 0, 500000000L };
+		nanosleep(&half, NULL);
+	}
+	if (got < 0)
+		return DM_EXIT_FAIL;
+	if (puts("held") == EOF || fflush(stdout) == EOF) {
+		dm_err("cannot write to standard output: %s", strerror(errno));
+		got = -1;
+	}
+	double renew_at = hold_now() + HOLD_TTL / 4.0;
+	while (got > 0 && !hold_stop && getppid() == parent) {
+		/* A second at most between looks at the parent; a signal cuts it short. */
+		struct timespec second = { 1, 0 };
+		nanosleep(&second, NULL);
+		if (!hold_stop && hold_now() >= renew_at) {
+			if (hold_all(conn, entities, n, owner, 1, 1) != 1)
+				got = -1;
+			renew_at = hold_now() + HOLD_TTL / 4.0;
+		}
+	}
+	if (dmpg_begin(conn, "", NULL) < 0)
+		return DM_EXIT_FAIL;
+	for (int i = 0; i < n; i++) {
+		char *name = dm_xasprintf("%s%s", HOLD_PREFIX, entities[i]);
+		int r = dmstate_lease_release(conn, name, owner);
+		free(name);
+		if (r < 0) {
+			dmpg_rollback(conn);
+			return DM_EXIT_FAIL;
+		}
+	}
+	if (dmpg_commit(conn) < 0)
+		return DM_EXIT_FAIL;
+	return got > 0 ? DM_EXIT_OK : DM_EXIT_FAIL;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -59,10 +192,15 @@ main(int argc, char **argv)
 	dm_prog = "dm-ckpt";
 	if (argc > 1)
 		dm_std_option(argv[1], usage_text);
-	enum { O_DB = 256, O_DBENV };
+	const char *run_id = NULL;
+	double wait_seconds = 0;
+	char owner[160];
+	enum { O_DB = 256, O_DBENV, O_RUNID, O_WAIT };
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, O_DB },
 		{ "db-env", required_argument, NULL, O_DBENV },
+		{ "run-id", required_argument, NULL, O_RUNID },
+		{ "wait", required_argument, NULL, O_WAIT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -72,6 +210,15 @@ main(int argc, char **argv)
 		switch (ch) {
 		case O_DB: db = optarg; break;
 		case O_DBENV: db_env = optarg; break;
+		case O_RUNID: run_id = optarg; break;
+		case O_WAIT: {
+			char *end;
+			errno = 0;
+			wait_seconds = strtod(optarg, &end);
+			if (errno != 0 || end == optarg || *end != '\0' || !(wait_seconds >= 0) || wait_seconds > 86400)
+				usage();
+			break;
+		}
 		case 'h': dm_std_option("--help", usage_text); break;
 		case 'V': dm_std_option("--version", usage_text); break;
 		case 'q': dm_verbosity = 0; break;
@@ -97,6 +244,9 @@ main(int argc, char **argv)
 	} else if (strcmp(cmd, "reset") == 0 || strcmp(cmd, "runs") == 0) {
 		if (nargs > 2)
 			usage();
+	} else if (strcmp(cmd, "hold") == 0) {
+		if (nargs < 2)
+			usage();
 	} else {
 		usage();
 	}
@@ -107,7 +257,18 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	conn = dmpg_connect(conninfo, "destination");
-	if (conn == NULL || dmstate_ensure(conn) < 0 || dmpg_begin(conn, "", NULL) < 0)
+	if (conn == NULL || dmstate_ensure(conn) < 0)
+		goto out;
+	if (strcmp(cmd, "hold") == 0) {
+		dm_subject = NULL;
+		if (run_id != NULL)
+			snprintf(owner, sizeof owner, "%s/%ld", run_id, (long)getpid());
+		else
+			snprintf(owner, sizeof owner, "hold/%ld", (long)getpid());
+		rc = hold_entities(conn, argv + optind + 1, nargs - 1, owner, wait_seconds);
+		goto out;
+	}
+	if (dmpg_begin(conn, "", NULL) < 0)
 		goto out;
 	const char *p1[1] = { arg1 };
 	if (strcmp(cmd, "list") == 0) {

@@ -227,6 +227,47 @@ SQL
     dm_tables_equal fail_src fail_dst public.film_actor
 }
 
+@test "concurrent runs: a held entity makes a second run refuse (6) or wait; a killed holder lets go" {
+    pair conc
+    local held=$BATS_TEST_TMPDIR/held holder waiter i
+    # Another run holds public.language, as a dm-migrate run holds its entities from
+    # its first load to its last delete.
+    dm-ckpt --db-env DM_DEST --run-id other-run hold public.language >"$held" 2>&3 </dev/null &
+    holder=$!
+    for i in $(seq 100); do [[ -s "$held" ]] && break; sleep 0.1; done
+    run -0 cat "$held"
+    assert_output held
+    run -6 dm-migrate --log-format text run
+    assert_line --partial "public.language: another run holds this entity: other-run/"
+    assert_line --partial "another run holds some of these entities"
+    # Refused before anything moved.
+    [[ "$(dm_row_count conc_dst public.actor)" == 0 ]]
+    # A hold is not a load in progress.
+    run -0 dm-migrate status --json
+    refute_output --partial '"entity":"run:'
+    # --wait: the run starts once the holder lets go.
+    dm-migrate -q --wait 60 run 2>"$BATS_TEST_TMPDIR/waited.err" &
+    waiter=$!
+    sleep 1.5
+    kill -0 "$waiter"   # still waiting
+    [[ "$(dm_row_count conc_dst public.actor)" == 0 ]]
+    kill -TERM "$holder"
+    wait "$holder"
+    wait "$waiter" || { cat "$BATS_TEST_TMPDIR/waited.err" >&2; false; }
+    dm_all_tables_equal conc_src conc_dst
+    # A holder killed with -9 leaves no hold behind (its lease dies with its session),
+    # and the run's own holder lets go when the run ends.
+    : >"$held"
+    dm-ckpt --db-env DM_DEST --run-id killed-run hold public.language >"$held" 2>&3 </dev/null &
+    holder=$!
+    for i in $(seq 100); do [[ -s "$held" ]] && break; sleep 0.1; done
+    kill -9 "$holder"
+    wait "$holder" || true
+    run -0 dm-migrate -q run
+    run -0 dm-migrate -q run
+    [[ "$(dm_psql conc_dst "SELECT count(*) FROM dm.lease")" == 0 ]]
+}
+
 # ---------------------------------------------------------------- verify
 
 @test "verify: exit 0 when equal, 4 after an edit in the destination, naming the entity" {
