@@ -34,11 +34,19 @@ all: deps $(PROGS) $(SCRIPTS)
 deps:
 	@scripts/check-deps build
 
-build/lib/%.o: lib/%.c
+# The objects remember the flags they were built with: switching SANITIZE=1 on or
+# off rebuilds everything instead of linking instrumented and plain objects together.
+BUILD_FLAGS = $(CC) $(ALL_CFLAGS) $(LDFLAGS)
+build/.flags: FORCE
+	@mkdir -p build
+	@echo '$(BUILD_FLAGS)' | cmp -s - $@ || echo '$(BUILD_FLAGS)' >$@
+FORCE:
+
+build/lib/%.o: lib/%.c build/.flags
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-build/%.o: %.c
+build/%.o: %.c build/.flags
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
@@ -57,9 +65,9 @@ bin/test-copytext: build/tests/unit/test-copytext.o build/libdm.a
 bin/test-merge: build/tests/unit/test-merge.o build/libdm.a
 bin/test-spec: build/tests/unit/test-spec.o build/libdm.a
 
-$(PROGS) $(UNIT_TESTS):
+$(PROGS) $(UNIT_TESTS): build/.flags
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter-out build/.flags,$^) $(PKG_LIBS)
 
 bin/dm-migrate: scripts/dm-migrate
 	@mkdir -p $(@D)
@@ -95,7 +103,7 @@ lint-man:
 clean:
 	rm -rf build bin
 
-.PHONY: all deps check demo bench faults install lint-man clean
+.PHONY: all deps check demo bench faults install lint-man clean FORCE
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # Fuzzing (clang's libFuzzer): `make fuzz FUZZ_SECONDS=600`; `make fuzz-smoke` runs in check.
