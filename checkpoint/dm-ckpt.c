@@ -125,13 +125,42 @@ out:
 }
 
 /*
- * hold: takes every entity's run lease (waiting up to wait_seconds), says
- * "held" on stdout, then renews them until a signal (TERM, INT, HUP) comes
- * or the process that started us ends, and releases them. The lease dies
- * with this process's backend too, so nothing is ever left held.
+ * hold_reconnect: the hold's connection died (terminated, server restart).
+ * Connects again and takes the leases back (they are still ours, or dead):
+ * 1 held again, 0 another run took one meanwhile, -1 no connection within
+ * half a lease's life. *connp is replaced; the caller still owns it.
  */
 static int
-hold_entities(PGconn *conn, char **entities, int n, const char *owner, double wait_seconds)
+hold_reconnect(PGconn **connp, const char *conninfo, char **entities, int n, const char *owner)
+{
+	double give_up = hold_now() + HOLD_TTL / 2.0;
+
+	dm_info("the connection holding the entities was lost: connecting again");
+	while (!hold_stop && hold_now() < give_up) {
+		dmpg_finish(*connp);
+		*connp = dmpg_connect(conninfo, "destination");
+		if (*connp != NULL) {
+			int got = hold_all(*connp, entities, n, owner, 0, 1);
+			if (got >= 0)
+				return got;
+		}
+		struct timespec second = { 1, 0 };
+		nanosleep(&second, NULL);
+	}
+	return -1;
+}
+
+/*
+ * hold: takes every entity's run lease (waiting up to wait_seconds), says
+ * "held" on stdout, then renews them until a signal (TERM, INT, HUP) comes
+ * or the process that started us ends, and releases them. A lost connection
+ * is made again and the leases taken back; if another run got one meanwhile,
+ * the hold ends with a failure (the driver checks before its deletes). The
+ * lease dies with this process's backend too, so nothing is left held.
+ */
+static int
+hold_entities(PGconn **connp, const char *conninfo, char **entities, int n, const char *owner,
+    double wait_seconds)
 {
 	double deadline = hold_now() + wait_seconds;
 	pid_t parent = getppid();
@@ -140,7 +169,7 @@ hold_entities(PGconn *conn, char **entities, int n, const char *owner, double wa
 	signal(SIGTERM, hold_on_signal);
 	signal(SIGINT, hold_on_signal);
 	signal(SIGHUP, hold_on_signal);
-	while ((got = hold_all(conn, entities, n, owner, 0, hold_now() >= deadline)) == 0) {
+	while ((got = hold_all(*connp, entities, n, owner, 0, hold_now() >= deadline)) == 0) {
 		if (hold_now() >= deadline)
 			return DM_EXIT_LOCKED;
 		if (hold_stop)
@@ -160,25 +189,38 @@ hold_entities(PGconn *conn, char **entities, int n, const char *owner, double wa
 		struct timespec second = { 1, 0 };
 		nanosleep(&second, NULL);
 		if (!hold_stop && hold_now() >= renew_at) {
-			if (hold_all(conn, entities, n, owner, 1, 1) != 1)
-				got = -1;
+			got = hold_all(*connp, entities, n, owner, 1, 1);
+			if (got < 0 && dmpg_last_transient())
+				got = hold_reconnect(connp, conninfo, entities, n, owner);
 			renew_at = hold_now() + HOLD_TTL / 4.0;
 		}
 	}
-	if (dmpg_begin(conn, "", NULL) < 0)
-		return DM_EXIT_FAIL;
-	for (int i = 0; i < n; i++) {
-		char *name = dm_xasprintf("%s%s", HOLD_PREFIX, entities[i]);
-		int r = dmstate_lease_release(conn, name, owner);
-		free(name);
-		if (r < 0) {
-			dmpg_rollback(conn);
-			return DM_EXIT_FAIL;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		/* A connection lost while we idled is no news: it is made again below. */
+		dmpg_quiet_errors(attempt == 0);
+		if (dmpg_begin(*connp, "", NULL) == 0) {
+			int r = 0;
+			for (int i = 0; i < n && r == 0; i++) {
+				char *name = dm_xasprintf("%s%s", HOLD_PREFIX, entities[i]);
+				r = dmstate_lease_release(*connp, name, owner);
+				free(name);
+			}
+			if (r == 0 && dmpg_commit(*connp) == 0) {
+				dmpg_quiet_errors(0);
+				return got > 0 ? DM_EXIT_OK : DM_EXIT_FAIL;
+			}
+			dmpg_rollback(*connp);
 		}
+		dmpg_quiet_errors(0);
+		/* Released over a new connection when the old one is gone. */
+		if (!dmpg_last_transient())
+			break;
+		dmpg_finish(*connp);
+		*connp = dmpg_connect(conninfo, "destination");
+		if (*connp == NULL)
+			break;
 	}
-	if (dmpg_commit(conn) < 0)
-		return DM_EXIT_FAIL;
-	return got > 0 ? DM_EXIT_OK : DM_EXIT_FAIL;
+	return DM_EXIT_FAIL;
 }
 
 int
@@ -265,7 +307,7 @@ main(int argc, char **argv)
 			snprintf(owner, sizeof owner, "%s/%ld", run_id, (long)getpid());
 		else
 			snprintf(owner, sizeof owner, "hold/%ld", (long)getpid());
-		rc = hold_entities(conn, argv + optind + 1, nargs - 1, owner, wait_seconds);
+		rc = hold_entities(&conn, conninfo, argv + optind + 1, nargs - 1, owner, wait_seconds);
 		goto out;
 	}
 	if (dmpg_begin(conn, "", NULL) < 0)

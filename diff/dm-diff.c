@@ -1,12 +1,33 @@
 /*
  * dm-diff - merge a source row stream with a destination row or hash stream,
- * both ordered by key, into a change stream. Constant memory: one row of each
- * side is held at a time.
+ * both ordered by key, into a change stream. Bounded memory: one row of each
+ * side is held at a time, and at most DMS_HOLD_MAX bytes of changes behind a
+ * sync point that waits (below).
  *
- * Safety rule: a destination key is called deleted only once the source has
- * shown a larger key or a verified trailer. A truncated source can therefore
- * never cause a delete beyond what it covered, and a change stream gets its
- * own trailer only when both inputs were verified to the end.
+ * Safety rules:
+ *
+ * A destination key is called deleted only once the source has shown a larger
+ * key or a verified trailer. A truncated source can therefore never cause a
+ * delete beyond what it covered, and a change stream gets its own trailer only
+ * when both inputs were verified to the end.
+ *
+ * The change stream's sync points tell dm-load that it may commit every row
+ * before them (dm-stream(5)), and dm-diff computes their checksums over what
+ * it writes: a value damaged in the source would be vouched for anew. So each
+ * sync point is held back, with everything after it, until the source has
+ * verified a sync point of its own after every source row the changes so far
+ * were made from (dms_writer_hold, DMM_VERIFIED); a damaged source row fails
+ * that check first, and the sync point never goes out.
+ *
+ * The destination stream needs no such wait. Its rows only choose what
+ * happens to a source row: insert and update both carry the source's whole
+ * row (and dm-load applies both as the same upsert), so a damaged destination
+ * row can at worst turn an update into an insert or the reverse, or skip an
+ * update (the row keeps the value it had; it would take damage that happens
+ * to match the source's row exactly), never commit a value that is not the
+ * source's. Deletes carry destination keys, but dm-load only parks them and
+ * applies them with the trailer, which needs the destination verified to its
+ * end. A damaged destination key or order fails the merge before the trailer.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "merge.h"
@@ -105,7 +126,7 @@ struct diff_ctx {
 	int do_delete, check;
 	dms_writer *w;
 	sample *samples;
-	uint64_t count[4];
+	uint64_t count[DMM_VERIFIED];	/* per key event; DMM_VERIFIED is not one */
 };
 
 static int
@@ -114,19 +135,28 @@ on_key(void *arg, dmm_event ev, const dms_reader *src, const dms_reader *dst)
 	struct diff_ctx *ctx = arg;
 	size_t nkey = src->hdr.nkey;
 
+	if (ev == DMM_VERIFIED) {
+		/* Every change so far comes from verified source rows: its sync points may go. */
+		if (!ctx->check) {
+			dms_writer_vouch(ctx->w);
+			if (src->done)
+				dms_writer_hold(ctx->w, 0);	/* the rest are deletes: see the top */
+		}
+		return 0;
+	}
 	ctx->count[ev]++;
 	switch (ev) {
 	case DMM_ONLY_SOURCE:
 		if (ctx->check)
 			sample_add(&ctx->samples[0], src->keys, nkey);
 		else
-			dms_writer_row(ctx->w, DMS_OP_INSERT, src->vals, src->nvals);
+			dms_writer_copy(ctx->w, DMS_OP_INSERT, src);
 		break;
 	case DMM_CHANGED:
 		if (ctx->check)
 			sample_add(&ctx->samples[1], src->keys, nkey);
 		else
-			dms_writer_row(ctx->w, DMS_OP_UPDATE, src->vals, src->nvals);
+			dms_writer_copy(ctx->w, DMS_OP_UPDATE, src);
 		break;
 	case DMM_ONLY_DEST:
 		if (ctx->check)
@@ -134,11 +164,11 @@ on_key(void *arg, dmm_event ev, const dms_reader *src, const dms_reader *dst)
 		else if (ctx->do_delete)
 			dms_writer_row(ctx->w, DMS_OP_DELETE, dst->keys, nkey);
 		break;
-	case DMM_SAME:
+	default:
 		break;
 	}
-	if (!ctx->check && ferror(stdout)) {
-		dm_err("cannot write stream: %s", strerror(errno ? errno : EIO));
+	if (!ctx->check && dms_writer_failed(ctx->w)) {
+		dm_err("cannot write stream: %s", strerror(ctx->w->err ? ctx->w->err : errno ? errno : EIO));
 		return -1;
 	}
 	return 0;
@@ -219,15 +249,15 @@ main(int argc, char **argv)
 	rc = DM_EXIT_STREAM;
 
 	if (!check) {
-		static char outbuf[1 << 20];
-		setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+		/* The writer hands stdout large blocks itself. */
 		dms_header_copy(&out, &a.hdr);
 		out.kind = DMS_CHANGES;
 		dms_writer_open(&w, stdout, &out);
+		dms_writer_hold(&w, 1);
 		w_open = 1;
 	}
 
-	struct diff_ctx ctx = { do_delete, check, &w, samples, { 0, 0, 0, 0 } };
+	struct diff_ctx ctx = { do_delete, check, &w, samples, { 0 } };
 	int m = dmm_merge(&a, &b, on_key, &ctx);
 	uint64_t n_ins = ctx.count[DMM_ONLY_SOURCE], n_upd = ctx.count[DMM_CHANGED];
 	uint64_t n_del = do_delete || check ? ctx.count[DMM_ONLY_DEST] : 0;

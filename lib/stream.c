@@ -139,33 +139,103 @@ dms_key_cmp(const dms_keyclass *cls, size_t nkey, const dm_value *a, const dm_va
 	return 0;
 }
 
-void
-dms_canon_append(dm_buf *out, const dm_value *vals, size_t n)
+/* Bytes the canonical encoding of vals takes. */
+static size_t
+dms_canon_len(const dm_value *vals, size_t n)
+{
+	size_t len = 0;
+
+	for (size_t i = 0; i < n; i++)
+		len += vals[i].kind == DM_NULL ? 1 : 5 + (size_t)vals[i].len;
+	return len;
+}
+
+/*
+ * memcpy for the short values most columns hold: two overlapping fixed-size
+ * copies instead of a call (a row is a dozen of them, and this is per row).
+ */
+static inline void
+dms_copy(char *d, const char *s, size_t n)
+{
+	uint64_t a, b;
+	uint32_t x, y;
+
+	if (n > 16) {
+		if (n > 32) {
+			memcpy(d, s, n);
+			return;
+		}
+		memcpy(&a, s, 8);
+		memcpy(&b, s + 8, 8);
+		memcpy(d, &a, 8);
+		memcpy(d + 8, &b, 8);
+		memcpy(&a, s + n - 16, 8);
+		memcpy(&b, s + n - 8, 8);
+		memcpy(d + n - 16, &a, 8);
+		memcpy(d + n - 8, &b, 8);
+	} else if (n >= 8) {
+		memcpy(&a, s, 8);
+		memcpy(&b, s + n - 8, 8);
+		memcpy(d, &a, 8);
+		memcpy(d + n - 8, &b, 8);
+	} else if (n >= 4) {
+		memcpy(&x, s, 4);
+		memcpy(&y, s + n - 4, 4);
+		memcpy(d, &x, 4);
+		memcpy(d + n - 4, &y, 4);
+	} else if (n > 0) {
+		d[0] = s[0];
+		d[n / 2] = s[n / 2];
+		d[n - 1] = s[n - 1];
+	}
+}
+
+/* Writes the canonical encoding of vals at q, which has room for it; returns its end. */
+static char *
+dms_canon_put(char *q, const dm_value *vals, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		const dm_value *v = &vals[i];
 		if (v->kind == DM_NULL) {
-			dm_buf_putc(out, 0);
+			*q++ = 0;
 			continue;
 		}
-		unsigned char head[5] = {
-			v->kind, (unsigned char)(v->len >> 24), (unsigned char)(v->len >> 16),
-			(unsigned char)(v->len >> 8), (unsigned char)v->len
-		};
-		dm_buf_append(out, head, sizeof head);
-		dm_buf_append(out, v->ptr, v->len);
+		q[0] = (char)v->kind;
+		q[1] = (char)(v->len >> 24);
+		q[2] = (char)(v->len >> 16);
+		q[3] = (char)(v->len >> 8);
+		q[4] = (char)v->len;
+		dms_copy(q + 5, v->ptr, v->len);
+		q += 5 + (size_t)v->len;
 	}
+	return q;
+}
+
+void
+dms_canon_append(dm_buf *out, const dm_value *vals, size_t n)
+{
+	size_t len = dms_canon_len(vals, n);
+
+	dm_buf_reserve(out, len);
+	dms_canon_put(out->data + out->len, vals, n);
+	out->len += len;
+}
+
+static void
+dms_hash128(const char *p, size_t len, unsigned char hash[DMS_HASH_LEN])
+{
+	XXH128_canonical_t c;
+
+	XXH128_canonicalFromHash(&c, XXH3_128bits(p, len));
+	memcpy(hash, c.digest, DMS_HASH_LEN);
 }
 
 void
 dms_row_hash(const dm_value *vals, size_t n, dm_buf *scratch, unsigned char hash[DMS_HASH_LEN])
 {
-	XXH128_canonical_t c;
-
 	scratch->len = 0;
 	dms_canon_append(scratch, vals, n);
-	XXH128_canonicalFromHash(&c, XXH3_128bits(scratch->data, scratch->len));
-	memcpy(hash, c.digest, DMS_HASH_LEN);
+	dms_hash128(scratch->data, scratch->len, hash);
 }
 
 void
@@ -230,6 +300,7 @@ dms_digest_header(XXH3_state_t *st, const dms_header *h, dm_buf *scratch)
 	dms_canon_cstr(scratch, h->since);
 	dms_canon_cstr(scratch, h->change_column);
 	XXH3_64bits_update(st, scratch->data, scratch->len);
+	scratch->len = 0;
 }
 
 /* The trailer's watermark is covered too, as the checksum's last input. */
@@ -239,17 +310,27 @@ dms_digest_final(XXH3_state_t *st, const char *watermark, dm_buf *scratch)
 	scratch->len = 0;
 	dms_canon_cstr(scratch, watermark);
 	XXH3_64bits_update(st, scratch->data, scratch->len);
+	scratch->len = 0;
 	return XXH3_64bits_digest(st);
 }
 
-/* --- writer --- */
+/*
+ * Canonical encodings wait in a batch and reach the checksum this many bytes
+ * at a time: XXH3 then hashes them in place, rather than copying each row
+ * into its own buffer first, and is called once per batch, not per row.
+ */
+#define DMS_CANON_BATCH ((size_t)16 << 10)
 
-static int
-dms_fwrite_cb(void *data, const char *buf, size_t len)
+/* Feeds the batch to the checksum: before every digest, and when it is full. */
+static void
+dms_canon_flush(XXH3_state_t *st, dm_buf *batch)
 {
-	/* Errors are sticky in the FILE; dms_writer_finish reports them once. */
-	return fwrite(buf, 1, len, (FILE *)data) == len ? 0 : -1;
+	if (batch->len)
+		XXH3_64bits_update(st, batch->data, batch->len);
+	batch->len = 0;
 }
+
+/* --- writer --- */
 
 static void
 dms_pack_cstr(msgpack_packer *pk, const char *s)
@@ -269,6 +350,98 @@ dms_pack_cstr_or_nil(msgpack_packer *pk, const char *s)
 		dms_pack_cstr(pk, s);
 }
 
+/* Encoded bytes are handed to the FILE in blocks of about this size. */
+#define DMS_WRITE_CHUNK ((size_t)1 << 20)
+#define DMS_NONE SIZE_MAX
+
+/* The packer appends to out, like the rows: one buffer keeps the stream's order. */
+static int
+dms_out_cb(void *data, const char *buf, size_t len)
+{
+	dm_buf_append(&((dms_writer *)data)->out, buf, len);
+	return 0;
+}
+
+/*
+ * Hands the bytes of out that may go (all, or those before the first held
+ * sync point) to fp: with all set, whatever their amount; otherwise only a
+ * large block, so that fp sees few big writes. A failed write is remembered
+ * and its bytes dropped; dms_writer_finish reports it.
+ */
+static void
+dms_out_flush(dms_writer *w, int all)
+{
+	size_t n = w->held == DMS_NONE ? w->out.len : w->held;
+
+	if (n == 0 || (!all && n < DMS_WRITE_CHUNK))
+		return;
+	if (w->err == 0 && fwrite(w->out.data, 1, n, w->fp) != n)
+		w->err = errno ? errno : EIO;
+	memmove(w->out.data, w->out.data + n, w->out.len - n);
+	w->out.len -= n;
+	if (w->held != DMS_NONE) {
+		w->held -= n;
+		for (size_t i = 0; i < w->nsyncs; i++)
+			w->syncs[2 * i] -= n;
+	}
+}
+
+/*
+ * Too much waits behind held sync points: drop them (a reader then commits
+ * later, never wrongly) and let the rows go, so that memory stays bounded.
+ */
+static void
+dms_drop_held_syncs(dms_writer *w)
+{
+	size_t to = w->syncs[0], from = to;
+
+	for (size_t i = 0; i < w->nsyncs; i++) {
+		size_t at = w->syncs[2 * i], len = w->syncs[2 * i + 1];
+		memmove(w->out.data + to, w->out.data + from, at - from);
+		to += at - from;
+		from = at + len;
+	}
+	memmove(w->out.data + to, w->out.data + from, w->out.len - from);
+	w->out.len = to + (w->out.len - from);
+	w->held = DMS_NONE;
+	w->nsyncs = 0;
+}
+
+/* After each row: a sync point after every DMS_SYNC_ROWS-th, then a block to fp if one is due. */
+static void
+dms_writer_row_done(dms_writer *w)
+{
+	w->rows++;
+	if (w->rows % DMS_SYNC_ROWS == 0) {
+		/* A reader can trust every row up to here before the stream ends (dm-stream(5)). */
+		msgpack_packer *pk = &w->pk;
+		XXH64_canonical_t c;
+		size_t at = w->out.len;
+		dms_canon_flush(w->checksum, &w->canon);
+		XXH64_canonicalFromHash(&c, XXH3_64bits_digest(w->checksum));
+		msgpack_pack_map(pk, 2);
+		dms_pack_cstr(pk, "sync");
+		msgpack_pack_uint64(pk, w->rows);
+		dms_pack_cstr(pk, "checksum");
+		msgpack_pack_bin(pk, sizeof c.digest);
+		msgpack_pack_bin_body(pk, c.digest, sizeof c.digest);
+		if (w->hold) {
+			if (w->nsyncs == w->syncs_cap) {
+				w->syncs_cap = w->syncs_cap ? 2 * w->syncs_cap : 16;
+				w->syncs = dm_xrealloc(w->syncs, 2 * w->syncs_cap * sizeof *w->syncs);
+			}
+			w->syncs[2 * w->nsyncs] = at;
+			w->syncs[2 * w->nsyncs + 1] = w->out.len - at;
+			w->nsyncs++;
+			if (w->held == DMS_NONE)
+				w->held = at;
+		}
+	}
+	if (w->held != DMS_NONE && w->out.len - w->held > w->hold_max)
+		dms_drop_held_syncs(w);
+	dms_out_flush(w, 0);
+}
+
 void
 dms_writer_open(dms_writer *w, FILE *fp, const dms_header *h)
 {
@@ -276,13 +449,15 @@ dms_writer_open(dms_writer *w, FILE *fp, const dms_header *h)
 	w->fp = fp;
 	w->kind = h->kind;
 	w->width = h->kind == DMS_HASHES ? h->nkey + 1 : h->ncols;
+	w->held = DMS_NONE;
+	w->hold_max = DMS_HOLD_MAX;
 	w->checksum = XXH3_createState();
 	if (w->checksum == NULL) {
 		dm_err("out of memory");
 		exit(DM_EXIT_FAIL);
 	}
 	XXH3_64bits_reset(w->checksum);
-	msgpack_packer_init(&w->pk, fp, dms_fwrite_cb);
+	msgpack_packer_init(&w->pk, w, dms_out_cb);
 
 	msgpack_packer *pk = &w->pk;
 	msgpack_pack_map(pk, 9);
@@ -314,49 +489,128 @@ dms_writer_open(dms_writer *w, FILE *fp, const dms_header *h)
 	dms_digest_header(w->checksum, h, &w->canon);
 }
 
+/* The shortest MessagePack array header for n elements, at q; returns its end. */
+static unsigned char *
+dms_put_array(unsigned char *q, size_t n)
+{
+	if (n < 16) {
+		*q++ = (unsigned char)(0x90 | n);
+	} else if (n < 65536) {
+		*q++ = 0xdc;
+		*q++ = (unsigned char)(n >> 8);
+		*q++ = (unsigned char)n;
+	} else {
+		*q++ = 0xdd;
+		*q++ = (unsigned char)(n >> 24);
+		*q++ = (unsigned char)(n >> 16);
+		*q++ = (unsigned char)(n >> 8);
+		*q++ = (unsigned char)n;
+	}
+	return q;
+}
+
 void
 dms_writer_row(dms_writer *w, int op, const dm_value *vals, size_t n)
 {
-	msgpack_packer *pk = &w->pk;
-
-	w->canon.len = 0;
+	/* Room for the array header, the op, and each value with the longest header. */
+	size_t clen = (op != DMS_OP_NONE) + dms_canon_len(vals, n);
+	dm_buf_reserve(&w->out, 6 + clen);
+	unsigned char *q = (unsigned char *)w->out.data + w->out.len;
 	if (op != DMS_OP_NONE) {
-		dm_buf_putc(&w->canon, (char)op);
-		msgpack_pack_array(pk, n + 1);
-		msgpack_pack_int(pk, op);
+		q = dms_put_array(q, n + 1);
+		*q++ = (unsigned char)op;
 	} else {
-		msgpack_pack_array(pk, n);
+		q = dms_put_array(q, n);
 	}
 	for (size_t i = 0; i < n; i++) {
 		const dm_value *v = &vals[i];
-		switch (v->kind) {
-		case DM_NULL:
-			msgpack_pack_nil(pk);
-			break;
-		case DM_TEXT:
-			msgpack_pack_str(pk, v->len);
-			msgpack_pack_str_body(pk, v->ptr, v->len);
-			break;
-		default:
-			msgpack_pack_bin(pk, v->len);
-			msgpack_pack_bin_body(pk, v->ptr, v->len);
-			break;
+		uint32_t len = v->len;
+		if (v->kind == DM_NULL) {
+			*q++ = 0xc0;
+			continue;
 		}
+		if (v->kind == DM_TEXT && len < 32) {
+			*q++ = (unsigned char)(0xa0 | len);
+		} else if (len < 256) {
+			*q++ = v->kind == DM_TEXT ? 0xd9 : 0xc4;
+			*q++ = (unsigned char)len;
+		} else if (len < 65536) {
+			*q++ = v->kind == DM_TEXT ? 0xda : 0xc5;
+			*q++ = (unsigned char)(len >> 8);
+			*q++ = (unsigned char)len;
+		} else {
+			*q++ = v->kind == DM_TEXT ? 0xdb : 0xc6;
+			*q++ = (unsigned char)(len >> 24);
+			*q++ = (unsigned char)(len >> 16);
+			*q++ = (unsigned char)(len >> 8);
+			*q++ = (unsigned char)len;
+		}
+		if (len)
+			memcpy(q, v->ptr, len);
+		q += len;
 	}
-	dms_canon_append(&w->canon, vals, n);
-	XXH3_64bits_update(w->checksum, w->canon.data, w->canon.len);
-	w->rows++;
-	if (w->rows % DMS_SYNC_ROWS == 0) {
-		/* A reader can trust every row up to here before the stream ends (dm-stream(5)). */
-		XXH64_canonical_t c;
-		XXH64_canonicalFromHash(&c, XXH3_64bits_digest(w->checksum));
-		msgpack_pack_map(pk, 2);
-		dms_pack_cstr(pk, "sync");
-		msgpack_pack_uint64(pk, w->rows);
-		dms_pack_cstr(pk, "checksum");
-		msgpack_pack_bin(pk, sizeof c.digest);
-		msgpack_pack_bin_body(pk, c.digest, sizeof c.digest);
+	w->out.len = (size_t)(q - (unsigned char *)w->out.data);
+
+	if (w->canon.len >= DMS_CANON_BATCH)
+		dms_canon_flush(w->checksum, &w->canon);
+	dm_buf_reserve(&w->canon, clen);
+	char *c = w->canon.data + w->canon.len;
+	if (op != DMS_OP_NONE)
+		*c++ = (char)op;
+	dms_canon_put(c, vals, n);
+	w->canon.len += clen;
+	dms_writer_row_done(w);
+}
+
+void
+dms_writer_copy(dms_writer *w, int op, const dms_reader *r)
+{
+	/* Only bytes already in the shortest form may be copied: writers use the shortest. */
+	if (r->raw == NULL || !r->raw_shortest || r->op == DMS_OP_DELETE) {
+		dms_writer_row(w, op, r->vals, r->nvals);
+		return;
 	}
+	dm_buf_reserve(&w->out, 6 + r->rawlen);
+	unsigned char *q = (unsigned char *)w->out.data + w->out.len;
+	if (op != DMS_OP_NONE) {
+		q = dms_put_array(q, r->nvals + 1);
+		*q++ = (unsigned char)op;
+	} else {
+		q = dms_put_array(q, r->nvals);
+	}
+	memcpy(q, r->raw, r->rawlen);
+	w->out.len = (size_t)(q - (unsigned char *)w->out.data) + r->rawlen;
+
+	/* The reader's canonical encoding of the values, after its own op if it has one. */
+	size_t skip = r->canon_row + (r->op != DMS_OP_NONE), len = r->canon.len - skip;
+	if (w->canon.len >= DMS_CANON_BATCH)
+		dms_canon_flush(w->checksum, &w->canon);
+	dm_buf_reserve(&w->canon, 1 + len);
+	if (op != DMS_OP_NONE)
+		w->canon.data[w->canon.len++] = (char)op;
+	memcpy(w->canon.data + w->canon.len, r->canon.data + skip, len);
+	w->canon.len += len;
+	dms_writer_row_done(w);
+}
+
+void
+dms_writer_hold(dms_writer *w, int on)
+{
+	w->hold = on;
+}
+
+void
+dms_writer_vouch(dms_writer *w)
+{
+	w->held = DMS_NONE;
+	w->nsyncs = 0;
+	dms_out_flush(w, 0);
+}
+
+int
+dms_writer_failed(const dms_writer *w)
+{
+	return w->err != 0 || ferror(w->fp);
 }
 
 int
@@ -365,6 +619,8 @@ dms_writer_finish(dms_writer *w, const char *watermark)
 	msgpack_packer *pk = &w->pk;
 	XXH64_canonical_t c;
 
+	dms_writer_vouch(w);
+	dms_canon_flush(w->checksum, &w->canon);
 	XXH64_canonicalFromHash(&c, dms_digest_final(w->checksum, watermark, &w->canon));
 	msgpack_pack_map(pk, 4);
 	dms_pack_cstr(pk, "end");
@@ -376,8 +632,9 @@ dms_writer_finish(dms_writer *w, const char *watermark)
 	msgpack_pack_bin_body(pk, c.digest, sizeof c.digest);
 	dms_pack_cstr(pk, "watermark");
 	dms_pack_cstr_or_nil(pk, watermark);
-	if (fflush(w->fp) != 0 || ferror(w->fp)) {
-		dm_err("cannot write stream: %s", strerror(errno ? errno : EIO));
+	dms_out_flush(w, 1);
+	if (w->err != 0 || fflush(w->fp) != 0 || ferror(w->fp)) {
+		dm_err("cannot write stream: %s", strerror(w->err ? w->err : errno ? errno : EIO));
 		return -1;
 	}
 	return 0;
@@ -388,9 +645,17 @@ dms_writer_free(dms_writer *w)
 {
 	if (w == NULL)
 		return;
+	/* As stdio would at exit: what was written goes out, except what waits to be vouched for. */
+	if (w->fp != NULL)
+		dms_out_flush(w, 1);
 	XXH3_freeState(w->checksum);
 	w->checksum = NULL;
 	dm_buf_free(&w->canon);
+	dm_buf_free(&w->out);
+	free(w->syncs);
+	w->syncs = NULL;
+	w->nsyncs = w->syncs_cap = 0;
+	w->held = DMS_NONE;
 }
 
 /* --- reader --- */
@@ -462,6 +727,63 @@ dms_mp_skip(const unsigned char *p, size_t avail, int depth)
 	return (int64_t)off;
 }
 
+/* The window is about to move: the previous key, still in it, is copied out first. */
+static void
+dms_detach_prev(dms_reader *r)
+{
+	size_t nkey = r->hdr.nkey, len = 0, off = 0;
+
+	for (size_t i = 0; i < nkey; i++)
+		len += r->prev_keys[i].len;
+	r->prev_data.len = 0;
+	dm_buf_reserve(&r->prev_data, len);
+	for (size_t i = 0; i < nkey; i++) {
+		if (r->prev_keys[i].len)
+			memcpy(r->prev_data.data + off, r->prev_keys[i].ptr, r->prev_keys[i].len);
+		r->prev_keys[i].ptr = r->prev_data.data + off;
+		off += r->prev_keys[i].len;
+	}
+	r->prev_data.len = len;
+	r->prev_in_buf = 0;
+}
+
+/*
+ * Reads more input behind what the window holds: slides the unread bytes to
+ * the front, then grows the window geometrically when a message does not
+ * fit, so that rescans stay linear. Sets eof at the end of the input.
+ * 0, or -1 after printing why (a read error, a message over 1 GiB).
+ */
+static int
+dms_fill(dms_reader *r)
+{
+	size_t avail = r->end - r->start;
+
+	if (r->have_prev && r->prev_in_buf)
+		dms_detach_prev(r);
+	if (r->start > 0) {
+		memmove(r->buf, r->buf + r->start, avail);
+		r->start = 0;
+		r->end = avail;
+	}
+	if (r->cap - r->end < DMS_READ_CHUNK || r->end > r->cap / 2) {
+		size_t cap = r->cap ? r->cap * 2 : 4 * DMS_READ_CHUNK;
+		if (cap > DMS_MAX_MESSAGE + 2 * DMS_READ_CHUNK)
+			return dms_bad(r, "a message is larger than 1 GiB");
+		r->buf = dm_xrealloc(r->buf, cap);
+		r->cap = cap;
+	}
+	size_t got = fread(r->buf + r->end, 1, r->cap - r->end, r->fp);
+	if (got == 0) {
+		if (ferror(r->fp)) {
+			dm_err("%s: cannot read stream: %s", r->name, strerror(errno ? errno : EIO));
+			return -1;
+		}
+		r->eof = 1;
+	}
+	r->end += got;
+	return 0;
+}
+
 /*
  * Frames the next message: afterwards buf + start holds frame whole bytes.
  * 1: framed, 0: clean end of input, -1: error printed.
@@ -485,28 +807,8 @@ dms_next_frame(dms_reader *r)
 				return dms_bad(r, "truncated in the middle of a message");
 			return 0;
 		}
-		/* Slide what is left to the front, then grow geometrically: rescans stay linear. */
-		if (r->start > 0) {
-			memmove(r->buf, r->buf + r->start, avail);
-			r->start = 0;
-			r->end = avail;
-		}
-		if (r->cap - r->end < DMS_READ_CHUNK || r->end > r->cap / 2) {
-			size_t cap = r->cap ? r->cap * 2 : 4 * DMS_READ_CHUNK;
-			if (cap > DMS_MAX_MESSAGE + 2 * DMS_READ_CHUNK)
-				return dms_bad(r, "a message is larger than 1 GiB");
-			r->buf = dm_xrealloc(r->buf, cap);
-			r->cap = cap;
-		}
-		size_t got = fread(r->buf + r->end, 1, r->cap - r->end, r->fp);
-		if (got == 0) {
-			if (ferror(r->fp)) {
-				dm_err("%s: cannot read stream: %s", r->name, strerror(errno ? errno : EIO));
-				return -1;
-			}
-			r->eof = 1;
-		}
-		r->end += got;
+		if (dms_fill(r) < 0)
+			return -1;
 	}
 }
 
@@ -724,6 +1026,7 @@ dms_parse_trailer(dms_reader *r, const msgpack_object *o)
 		return -1;
 	}
 	XXH64_canonical_t got;
+	dms_canon_flush(r->checksum, &r->canon);
 	XXH64_canonicalFromHash(&got, dms_digest_final(r->checksum, r->trailer.watermark, &r->canon));
 	if (memcmp(got.digest, want.digest, sizeof got.digest) != 0)
 		return dms_bad(r, "checksum mismatch (corrupted data)");
@@ -758,6 +1061,7 @@ dms_parse_sync(dms_reader *r, const msgpack_object *o)
 		return 0;
 	if (!have_sum || rows != r->rows || rows % DMS_SYNC_ROWS != 0)
 		return dms_bad(r, "sync point out of place (corrupted data)");
+	dms_canon_flush(r->checksum, &r->canon);
 	XXH64_canonicalFromHash(&got, XXH3_64bits_digest(r->checksum));
 	if (memcmp(got.digest, want.digest, sizeof got.digest) != 0)
 		return dms_bad(r, "checksum mismatch (corrupted data)");
@@ -765,63 +1069,188 @@ dms_parse_sync(dms_reader *r, const msgpack_object *o)
 	return 1;
 }
 
-static void
-dms_remember_key(dms_reader *r)
-{
-	size_t nkey = r->hdr.nkey;
-
-	r->prev_data.len = 0;
-	for (size_t i = 0; i < nkey; i++)
-		dm_buf_append(&r->prev_data, r->keys[i].ptr, r->keys[i].len);
-	size_t off = 0;
-	for (size_t i = 0; i < nkey; i++) {
-		r->prev_keys[i] = r->keys[i];
-		r->prev_keys[i].ptr = r->prev_data.data ? r->prev_data.data + off : NULL;
-		off += r->keys[i].len;
-	}
-	r->have_prev = 1;
-}
-
-int
-dms_reader_next(dms_reader *r)
+/*
+ * Decodes the row message at buf + start, of which avail bytes arrived, in
+ * one pass: framing, arity and values (nil, str or bin). 1: a whole row,
+ * decoded, frame set; 0: more input needed; -1: not a plain, well-formed
+ * row of this stream (a map, damage, an unexpected type), which the careful
+ * path frames and judges, so that every error reads the same whichever path
+ * met it. Every length is checked against avail before it is used.
+ */
+static int
+dms_row_fast(dms_reader *r, size_t avail)
 {
 	const dms_header *h = &r->hdr;
+	const unsigned char *p0 = (const unsigned char *)r->buf + r->start, *p = p0, *end = p0 + avail;
+	size_t n, want, first = 0;
+	int op = DMS_OP_NONE, shortest = 1;
 
-	if (r->done)
-		return 0;
-	int got = dms_next_frame(r);
-	if (got < 0)
-		return -1;
-	if (got == 0) {
-		dm_err("%s: invalid stream: truncated after %llu rows (no trailer)",
-		    r->name, (unsigned long long)r->rows);
+	if ((*p & 0xf0) == 0x90) {
+		n = *p & 0x0f;
+		p++;
+	} else if (*p == 0xdc) {
+		if (avail < 3)
+			return 0;
+		n = (size_t)p[1] << 8 | p[2];
+		p += 3;
+	} else if (*p == 0xdd) {
+		if (avail < 5)
+			return 0;
+		n = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+		p += 5;
+	} else {
 		return -1;
 	}
+	if (h->kind == DMS_CHANGES) {
+		if (n == 0)
+			return -1;
+		if (p == end)
+			return 0;
+		if (*p > 2)
+			return -1;
+		op = *p++;
+		first = 1;
+	}
+	if (h->kind == DMS_HASHES)
+		want = h->nkey + 1;
+	else if (op == DMS_OP_DELETE)
+		want = h->nkey;
+	else
+		want = h->ncols;
+	if (n - first != want)
+		return -1;
+	const unsigned char *raw = p;
+	for (size_t i = 0; i < want; i++) {
+		dm_value *v = &r->vals[i];
+		size_t len, head;
+		if (p == end)
+			return 0;
+		unsigned char b = *p;
+		if (b == 0xc0) {
+			v->kind = DM_NULL;
+			v->ptr = NULL;
+			v->len = 0;
+			p++;
+			continue;
+		}
+		v->kind = DM_TEXT;
+		if ((b & 0xe0) == 0xa0) {
+			head = 1;
+			len = b & 0x1f;
+		} else {
+			switch (b) {
+			case 0xc4: case 0xd9:
+				if (end - p < 2)
+					return 0;
+				head = 2;
+				len = p[1];
+				shortest &= b == 0xc4 || len >= 32;
+				break;
+			case 0xc5: case 0xda:
+				if (end - p < 3)
+					return 0;
+				head = 3;
+				len = (size_t)p[1] << 8 | p[2];
+				shortest &= len > 0xff;
+				break;
+			case 0xc6: case 0xdb:
+				if (end - p < 5)
+					return 0;
+				head = 5;
+				len = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+				shortest &= len > 0xffff;
+				break;
+			default:
+				return -1;
+			}
+			if (b == 0xc4 || b == 0xc5 || b == 0xc6)
+				v->kind = DM_BIN;
+		}
+		if ((size_t)(end - p) - head < len)
+			return 0;
+		v->ptr = (const char *)p + head;
+		v->len = (uint32_t)len;
+		p += head + len;
+	}
+	r->frame = (size_t)(p - p0);
+	r->op = op;
+	r->nvals = want;
+	r->hash = NULL;
+	r->raw = (const char *)raw;
+	r->rawlen = (size_t)(p - raw);
+	r->raw_shortest = shortest;
+	return 1;
+}
+
+/*
+ * The checks every row passes once its values are decoded, whichever path
+ * decoded it: the row hash's width, no NULL in the key, keys strictly
+ * increasing; then its canonical encoding feeds the checksum (and stays in
+ * canon for the row hash and for a writer copying the row).
+ * 1, or -1 after printing why.
+ */
+static int
+dms_accept_row(dms_reader *r)
+{
+	const dms_header *h = &r->hdr;
+	size_t nkey = h->nkey;
+
+	if (h->kind == DMS_HASHES) {
+		const dm_value *hv = &r->vals[nkey];
+		if (hv->kind != DM_BIN || hv->len != DMS_HASH_LEN)
+			return dms_bad(r, "malformed row hash");
+		r->hash = (const unsigned char *)hv->ptr;
+		memcpy(r->keys, r->vals, nkey * sizeof *r->keys);
+	} else if (r->op == DMS_OP_DELETE) {
+		memcpy(r->keys, r->vals, nkey * sizeof *r->keys);
+	} else {
+		for (size_t i = 0; i < nkey; i++)
+			r->keys[i] = r->vals[h->key[i]];
+	}
+	for (size_t i = 0; i < nkey; i++)
+		if (r->keys[i].kind == DM_NULL)
+			return dms_bad(r, "NULL in a key column");
+
+	if (r->have_prev) {
+		int c = dms_key_cmp(h->keyclass, nkey, r->prev_keys, r->keys);
+		if (c >= 0) {
+			dm_buf k = { 0 };
+			dms_key_text(&k, r->keys, nkey);
+			dm_err("%s: invalid stream: %s key %s at row %llu", r->name,
+			    c == 0 ? "duplicate" : "out-of-order", dm_buf_cstr(&k),
+			    (unsigned long long)r->rows + 1);
+			dm_buf_free(&k);
+			return -1;
+		}
+	}
+	/* The key stays where it is, in the window, until the window moves (dms_fill). */
+	memcpy(r->prev_keys, r->keys, nkey * sizeof *r->keys);
+	r->have_prev = 1;
+	r->prev_in_buf = 1;
+
+	size_t len = (r->op != DMS_OP_NONE) + dms_canon_len(r->vals, r->nvals);
+	if (r->canon.len >= DMS_CANON_BATCH)
+		dms_canon_flush(r->checksum, &r->canon);
+	dm_buf_reserve(&r->canon, len);
+	r->canon_row = r->canon.len;
+	char *q = r->canon.data + r->canon.len;
+	if (r->op != DMS_OP_NONE)
+		*q++ = (char)r->op;
+	dms_canon_put(q, r->vals, r->nvals);
+	r->canon.len += len;
+	r->rows++;
+	return 1;
+}
+
+/* A row the fast path would not take: framed first, then decoded value by value. */
+static int
+dms_decode_row(dms_reader *r)
+{
+	const dms_header *h = &r->hdr;
 	const unsigned char *p = (const unsigned char *)r->buf + r->start;
 	const unsigned char *endp = p + r->frame;
-	if ((*p >= 0x80 && *p <= 0x8f) || *p == 0xde || *p == 0xdf) {
-		if (dms_unpack_frame(r) < 0)
-			return -1;
-		int sync = dms_parse_sync(r, &r->msg.data);
-		if (sync < 0)
-			return -1;
-		if (sync > 0)
-			return r->stop_at_sync ? 2 : dms_reader_next(r);
-		if (dms_parse_trailer(r, &r->msg.data) < 0)
-			return -1;
-		r->verified = r->rows;
-		/* Anything after the trailer means two streams were glued or the file is damaged. */
-		got = dms_next_object(r);
-		if (got < 0)
-			return -1;
-		if (got > 0)
-			return dms_bad(r, "data after the trailer");
-		r->done = 1;
-		return 0;
-	}
-
-	/* A row: decoded in place, values point into the frame. dms_mp_skip vouched for every length. */
 	size_t n;
+
 	if (*p >= 0x90 && *p <= 0x9f) {
 		n = *p & 0x0f;
 		p += 1;
@@ -837,6 +1266,7 @@ dms_reader_next(dms_reader *r)
 	size_t first = 0;
 	r->op = DMS_OP_NONE;
 	r->hash = NULL;
+	r->raw = NULL;
 	if (h->kind == DMS_CHANGES) {
 		if (n == 0 || *p > 2)
 			return dms_bad(r, "change without a valid operation");
@@ -890,46 +1320,74 @@ dms_reader_next(dms_reader *r)
 	}
 	if (p != endp)
 		return dms_bad(r, "malformed row");
+	return dms_accept_row(r);
+}
 
-	if (h->kind == DMS_HASHES) {
-		const dm_value *hv = &r->vals[h->nkey];
-		if (hv->kind != DM_BIN || hv->len != DMS_HASH_LEN)
-			return dms_bad(r, "malformed row hash");
-		r->hash = (const unsigned char *)hv->ptr;
-		for (size_t i = 0; i < h->nkey; i++)
-			r->keys[i] = r->vals[i];
-	} else if (r->op == DMS_OP_DELETE) {
-		for (size_t i = 0; i < h->nkey; i++)
-			r->keys[i] = r->vals[i];
-	} else {
-		for (size_t i = 0; i < h->nkey; i++)
-			r->keys[i] = r->vals[h->key[i]];
-	}
-	for (size_t i = 0; i < h->nkey; i++)
-		if (r->keys[i].kind == DM_NULL)
-			return dms_bad(r, "NULL in a key column");
+int
+dms_reader_next(dms_reader *r)
+{
+	for (;;) {
+		if (r->done)
+			return 0;
+		r->start += r->frame;
+		r->frame = 0;
+		/* Rows, nearly every message, take the fast path; the rest the careful one. */
+		int got;
+		for (;;) {
+			size_t avail = r->end - r->start;
+			got = avail ? dms_row_fast(r, avail) : 0;
+			if (got != 0 || r->eof)
+				break;
+			if (dms_fill(r) < 0)
+				return -1;
+		}
+		if (got > 0)
+			return dms_accept_row(r);
 
-	if (r->have_prev) {
-		int c = dms_key_cmp(h->keyclass, h->nkey, r->prev_keys, r->keys);
-		if (c >= 0) {
-			dm_buf k = { 0 };
-			dms_key_text(&k, r->keys, h->nkey);
-			dm_err("%s: invalid stream: %s key %s at row %llu", r->name,
-			    c == 0 ? "duplicate" : "out-of-order", dm_buf_cstr(&k),
-			    (unsigned long long)r->rows + 1);
-			dm_buf_free(&k);
+		got = dms_next_frame(r);
+		if (got < 0)
+			return -1;
+		if (got == 0) {
+			dm_err("%s: invalid stream: truncated after %llu rows (no trailer)",
+			    r->name, (unsigned long long)r->rows);
 			return -1;
 		}
+		const unsigned char *p = (const unsigned char *)r->buf + r->start;
+		if (!((*p >= 0x80 && *p <= 0x8f) || *p == 0xde || *p == 0xdf))
+			return dms_decode_row(r);
+		if (dms_unpack_frame(r) < 0)
+			return -1;
+		int sync = dms_parse_sync(r, &r->msg.data);
+		if (sync < 0)
+			return -1;
+		if (sync > 0) {
+			if (r->stop_at_sync)
+				return 2;
+			continue;
+		}
+		if (dms_parse_trailer(r, &r->msg.data) < 0)
+			return -1;
+		r->verified = r->rows;
+		/* Anything after the trailer means two streams were glued or the file is damaged. */
+		got = dms_next_object(r);
+		if (got < 0)
+			return -1;
+		if (got > 0)
+			return dms_bad(r, "data after the trailer");
+		r->done = 1;
+		return 0;
 	}
-	dms_remember_key(r);
+}
 
-	r->canon.len = 0;
-	if (r->op != DMS_OP_NONE)
-		dm_buf_putc(&r->canon, (char)r->op);
-	dms_canon_append(&r->canon, r->vals, r->nvals);
-	XXH3_64bits_update(r->checksum, r->canon.data, r->canon.len);
-	r->rows++;
-	return 1;
+void
+dms_reader_row_hash(const dms_reader *r, unsigned char hash[DMS_HASH_LEN])
+{
+	size_t skip = r->canon_row + (r->op != DMS_OP_NONE);
+
+	if (r->hash != NULL)
+		memcpy(hash, r->hash, DMS_HASH_LEN);
+	else
+		dms_hash128(r->canon.data + skip, r->canon.len - skip, hash);
 }
 
 void

@@ -15,6 +15,8 @@
 #define DMS_HASH_LEN 16
 /* A sync point (running row count and checksum) follows every this many rows. */
 #define DMS_SYNC_ROWS 1000
+/* A writer holding sync points back (dms_writer_hold) holds at most this many bytes. */
+#define DMS_HOLD_MAX ((size_t)64 << 20)
 
 typedef enum { DMS_ROWS = 0, DMS_HASHES = 1, DMS_CHANGES = 2 } dms_kind;
 typedef enum { DMS_OP_INSERT = 0, DMS_OP_UPDATE = 1, DMS_OP_DELETE = 2, DMS_OP_NONE = -1 } dms_op;
@@ -76,28 +78,75 @@ void dms_key_text(dm_buf *out, const dm_value *keys, size_t nkey);
 
 /* --- writer --- */
 
+typedef struct dms_reader dms_reader;
+
 typedef struct dms_writer {
 	FILE *fp;
-	msgpack_packer pk;
+	msgpack_packer pk;	/* header, sync points and trailer, packed into out */
 	dms_kind kind;
 	size_t width;		/* values per row message, the op excluded */
 	uint64_t rows;
 	XXH3_state_t *checksum;
-	dm_buf canon;
+	dm_buf canon;		/* canonical encodings of the last rows, not yet in checksum */
+	/* encoded bytes not yet handed to fp: rows are encoded here, written in large blocks */
+	dm_buf out;
+	/*
+	 * With hold set (dms_writer_hold), a sync point waits in out, with
+	 * everything after it, until dms_writer_vouch: held is the offset of the
+	 * first one waiting (SIZE_MAX: none), syncs the offset and length of each.
+	 */
+	int hold;
+	size_t hold_max;	/* DMS_HOLD_MAX, unless a test lowers it */
+	size_t held;
+	size_t *syncs;
+	size_t nsyncs, syncs_cap;
+	int err;		/* errno of the first failed write; 0 while none failed */
 } dms_writer;
 
 /* Starts a stream on fp (not owned) and writes the header. */
 void dms_writer_open(dms_writer *w, FILE *fp, const dms_header *h);
 /* Writes one row message. op is DMS_OP_NONE except for changes streams. */
 void dms_writer_row(dms_writer *w, int op, const dm_value *vals, size_t n);
-/* Writes the trailer and flushes. Returns 0, or -1 after printing a write error. */
+/*
+ * Writes the row r has just read (its whole row, not a delete's key) as one
+ * row message with op: the same as dms_writer_row with r->vals, but copies
+ * r's encoded bytes and reuses its canonical encoding instead of redoing both.
+ */
+void dms_writer_copy(dms_writer *w, int op, const dms_reader *r);
+/*
+ * For a stream derived from other streams (dm-diff): with on set, each sync
+ * point written from now on is held back, with everything after it, until
+ * dms_writer_vouch says every row before it derives from verified input. A
+ * reader commits at a sync point, so it must never vouch for a row built
+ * from input whose own checksum has not been seen yet. When more than
+ * DMS_HOLD_MAX bytes wait, the waiting sync points are dropped (the rows
+ * go out without them): memory stays bounded, a reader just commits later.
+ */
+void dms_writer_hold(dms_writer *w, int on);
+/* Every row written so far derives from verified input: held sync points may go out. */
+void dms_writer_vouch(dms_writer *w);
+/*
+ * Nonzero once a write to fp has failed (reported by dms_writer_finish).
+ * Rows reach fp in blocks of about 1 MiB, and at finish: ferror(fp) and
+ * this tell of a failure only once a block was handed over.
+ */
+int dms_writer_failed(const dms_writer *w);
+/*
+ * Writes the trailer and flushes. Returns 0, or -1 after printing a write
+ * error. The trailer vouches for every row: call it only when all input is
+ * verified.
+ */
 int dms_writer_finish(dms_writer *w, const char *watermark);
-/* Releases the writer's memory; does not close fp. Accepts NULL. */
+/*
+ * Releases the writer's memory; does not close fp. Hands fp what was
+ * written and vouched for (an unfinished stream stays as far as it got,
+ * without anything held back). Accepts NULL and a zeroed writer.
+ */
 void dms_writer_free(dms_writer *w);
 
 /* --- reader --- */
 
-typedef struct dms_reader {
+struct dms_reader {
 	FILE *fp;
 	char *name;		/* for messages: file name or "standard input" */
 	/* a sliding window over the input; one whole message is framed at a time */
@@ -105,7 +154,7 @@ typedef struct dms_reader {
 	size_t cap, start, end;
 	size_t frame;		/* length of the framed message at buf + start */
 	int eof;
-	msgpack_unpacked msg;	/* header and trailer only: rows are decoded in place */
+	msgpack_unpacked msg;	/* header, sync points and trailer only: rows are decoded in place */
 	dms_header hdr;
 	dms_trailer trailer;
 	int done;		/* trailer read and verified */
@@ -113,18 +162,27 @@ typedef struct dms_reader {
 	uint64_t verified;	/* rows covered by the last verified sync point or trailer */
 	int stop_at_sync;	/* return 2 at each verified sync point (dm-load commits there) */
 	XXH3_state_t *checksum;
-	dm_buf canon;
 	/* the current row */
 	int op;
 	size_t nvals;
-	dm_value *vals;		/* points into msg; valid until the next call */
+	dm_value *vals;		/* points into buf; valid until the next call */
 	dm_value *keys;		/* the key values of the current row */
 	const unsigned char *hash;	/* hashes streams: the row's hash */
-	/* the previous key, copied, to prove the stream is strictly ordered */
+	/*
+	 * Canonical encodings of the last rows, not yet in checksum; the current
+	 * row's is the last, from canon_row on (op byte first in a changes stream).
+	 */
+	dm_buf canon;
+	size_t canon_row;
+	/* its values as they arrived (NULL if unknown), and whether each used the shortest encoding */
+	const char *raw;
+	size_t rawlen;
+	int raw_shortest;
+	/* the previous key, to prove the stream is strictly ordered: in buf, or copied out before buf moves */
 	dm_buf prev_data;
 	dm_value *prev_keys;
-	int have_prev;
-} dms_reader;
+	int have_prev, prev_in_buf;
+};
 
 /*
  * Opens a reader on fp (not owned) and reads the header.
@@ -138,6 +196,11 @@ int dms_reader_open(dms_reader *r, FILE *fp, const char *name);
  * read so far is then known to be intact.
  */
 int dms_reader_next(dms_reader *r);
+/*
+ * The row hash (dm-stream(5)) of the row just read: a hashes stream's own,
+ * or computed from the row's canonical encoding.
+ */
+void dms_reader_row_hash(const dms_reader *r, unsigned char hash[DMS_HASH_LEN]);
 /* Accepts NULL and a zeroed, never opened reader. Does not close fp. */
 void dms_reader_free(dms_reader *r);
 

@@ -86,3 +86,61 @@ teardown_file() {
     printf '\x58' | dd of="$DIR/bad.rows" bs=1 seek=4000 conv=notrunc 2>/dev/null
     run -3 bash -c "dm-diff '$DIR/bad.rows' '$DIR/dst.hashes' >/dev/null"
 }
+
+# sync_offsets FILE: byte offsets of the sync points of a stream ({"sync": N, "checksum": ..},
+# a fixmap of 2 whose first key is the fixstr "sync"), one a line.
+sync_offsets() {
+    LC_ALL=C grep -obUa -- $'\x82\xa4sync' "$1" | cut -d: -f1
+}
+
+# keys_before FILE OFFSET: the keys of the change messages in the first OFFSET bytes of
+# FILE (dm-cat prints them, then fails on the cut), one a line.
+keys_before() {
+    head -c "$2" "$1" | dm-cat 2>/dev/null | sed -n 's/^{"op":"[a-z]*","row":\["\([0-9]*\)".*/\1/p'
+}
+
+@test "a damaged source row is never vouched for by a sync point of the changes stream" {
+    # 3000 source rows, sync points after rows 1000, 2000, 3000; the destination holds
+    # rows 1 to 500, so change k is source row 500 + k, and the changes stream's sync
+    # point after change 2000 falls after source row 2500, before the source's own at
+    # 3000 can vouch for row 2100.
+    dm_createdb d_sync_src
+    dm_createdb d_sync_dst
+    dm_psql d_sync_src "CREATE TABLE public.s (id int PRIMARY KEY, v text)" \
+        "INSERT INTO public.s SELECT g, 'value ' || g FROM generate_series(1, 3000) g"
+    dm_psql d_sync_dst "CREATE TABLE public.s (id int PRIMARY KEY, v text)" \
+        "INSERT INTO public.s SELECT g, 'value ' || g FROM generate_series(1, 500) g"
+    dm-extract --db "$(dm_conninfo d_sync_src)" --table public.s >"$DIR/s.rows"
+    dm-extract --db "$(dm_conninfo d_sync_dst)" --table public.s --hashes >"$DIR/s.hashes"
+
+    # Undamaged: a sync point after every 1000th change, as in any stream.
+    dm-diff -q "$DIR/s.rows" "$DIR/s.hashes" >"$DIR/s.changes"
+    [[ "$(sync_offsets "$DIR/s.changes" | wc -l)" == 2 ]]
+    run -0 dm-cat "$DIR/s.changes"
+    assert_line --partial '"end":true,"rows":2500'
+
+    # Row 2100 damaged ('value 2100' -> 'Value 2100'): a value the server would accept.
+    cp "$DIR/s.rows" "$DIR/s.bad"
+    local off
+    off=$(LC_ALL=C grep -obUa -m 1 -- 'value 2100' "$DIR/s.bad" | cut -d: -f1)
+    printf 'V' | dd of="$DIR/s.bad" bs=1 seek="$off" conv=notrunc status=none
+    run -3 --separate-stderr bash -c "dm-diff -q '$DIR/s.bad' '$DIR/s.hashes' >'$DIR/s.out'"
+    [[ "$(grep -c '' <<<"$stderr")" == 1 ]]
+    [[ "$stderr" == "dm-diff: public.s: $DIR/s.bad: invalid stream: checksum mismatch (corrupted data)" ]]
+    # Every change before the last sync point written derives from source rows the
+    # source's sync point after row 2000 verified.
+    local last
+    last=$(sync_offsets "$DIR/s.out" | tail -n 1)
+    [[ -n "$last" ]]
+    keys_before "$DIR/s.out" "$last" >"$DIR/s.vouched"
+    [[ "$(sort -n "$DIR/s.vouched" | tail -n 1)" -le 2000 ]]
+    [[ "$(wc -l <"$DIR/s.vouched")" == 1000 ]]
+    # (the damaged row itself was written, after it: with no sync point behind it)
+    off=$(LC_ALL=C grep -obUa -m 1 -- 'Value 2100' "$DIR/s.out" | cut -d: -f1)
+    [[ -z "$off" || "$off" -gt "$last" ]]
+
+    # And so dm-load, committing at every sync point, never commits the damaged value.
+    run -3 dm-load --db "$(dm_conninfo d_sync_dst)" --table public.s --batch-rows 1 -q "$DIR/s.out"
+    run -0 dm_psql d_sync_dst "SELECT count(*), max(id), count(*) FILTER (WHERE v <> 'value ' || id) FROM public.s"
+    [[ "$output" == "1500|1500|0" ]]
+}

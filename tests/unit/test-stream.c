@@ -80,6 +80,104 @@ read_stream(const char *buf, size_t len, int *rows)
 	return got;
 }
 
+/*
+ * Writes rows with keys 1..n, with sync points held back from the start
+ * (hold), vouched for after row vouch_at (0: never), with at most hold_max
+ * bytes held (0: the default); with a trailer if finish is set.
+ */
+static char *
+write_held(size_t *len, int n, int hold, int vouch_at, size_t hold_max, int finish)
+{
+	char *buf = NULL;
+	FILE *fp = open_memstream(&buf, len);
+	dms_header h;
+	dms_writer w;
+	char key[16];
+
+	make_header(&h, DMS_ROWS);
+	dms_writer_open(&w, fp, &h);
+	dms_writer_hold(&w, hold);
+	if (hold_max)
+		w.hold_max = hold_max;
+	for (int i = 1; i <= n; i++) {
+		snprintf(key, sizeof key, "%d", i);
+		dm_value v[3] = {
+			{ key, (uint32_t)strlen(key), DM_TEXT },
+			{ "note", 4, DM_TEXT },
+			{ NULL, 0, DM_NULL },
+		};
+		dms_writer_row(&w, DMS_OP_NONE, v, 3);
+		if (i == vouch_at)
+			dms_writer_vouch(&w);
+	}
+	if (finish)
+		dms_writer_finish(&w, NULL);
+	dms_writer_free(&w);
+	dms_header_free(&h);
+	fclose(fp);
+	return buf;
+}
+
+/* Reads a stream stopping at sync points: rows read, sync points verified, final status. */
+static int
+read_syncs(const char *buf, size_t len, int *rows, int *syncs, uint64_t *verified)
+{
+	FILE *fp = fmemopen((void *)buf, len, "rb");
+	dms_reader r;
+	int got;
+
+	*rows = *syncs = 0;
+	if (dms_reader_open(&r, fp, "test") != 0) {
+		dms_reader_free(&r);
+		fclose(fp);
+		return 3;
+	}
+	r.stop_at_sync = 1;
+	while ((got = dms_reader_next(&r)) > 0) {
+		if (got == 2)
+			(*syncs)++;
+		else
+			(*rows)++;
+	}
+	*verified = r.verified;
+	dms_reader_free(&r);
+	fclose(fp);
+	return got;
+}
+
+/*
+ * Reads a rows stream and writes it as a changes stream of updates, with
+ * dms_writer_copy (copy set) or dms_writer_row: the two must not differ.
+ */
+static char *
+rewrite(const char *in, size_t inlen, size_t *len, int copy)
+{
+	FILE *fp = fmemopen((void *)in, inlen, "rb");
+	char *buf = NULL;
+	FILE *out = open_memstream(&buf, len);
+	dms_reader r;
+	dms_writer w;
+	dms_header h;
+
+	dms_reader_open(&r, fp, "test");
+	dms_header_copy(&h, &r.hdr);
+	h.kind = DMS_CHANGES;
+	dms_writer_open(&w, out, &h);
+	while (dms_reader_next(&r) > 0) {
+		if (copy)
+			dms_writer_copy(&w, DMS_OP_UPDATE, &r);
+		else
+			dms_writer_row(&w, DMS_OP_UPDATE, r.vals, r.nvals);
+	}
+	dms_writer_finish(&w, r.trailer.watermark);
+	dms_writer_free(&w);
+	dms_header_free(&h);
+	dms_reader_free(&r);
+	fclose(fp);
+	fclose(out);
+	return buf;
+}
+
 int
 main(void)
 {
@@ -168,7 +266,7 @@ main(void)
 
 	/* Sync points: a reader can trust rows before the stream ends, and never trusts damaged ones. */
 	{
-		static char keybuf[2500][8];
+		static char keybuf[2500][12];
 		const char *many[2500];
 		for (int i = 0; i < 2500; i++) {
 			snprintf(keybuf[i], sizeof keybuf[i], "%d", i + 1);
@@ -199,6 +297,68 @@ main(void)
 		dms_reader_free(&r);
 		fclose(fp);
 		free(big);
+	}
+	/* Sync points held back until vouched for (dm-diff's changes streams). */
+	{
+		size_t lp, lh, lv;
+		int syncs;
+		uint64_t verified;
+		char *plain = write_held(&lp, 2500, 0, 0, 0, 1);
+		char *vouched = write_held(&lv, 2500, 1, 1500, 0, 1);
+		ok(lp == lv && memcmp(plain, vouched, lp) == 0,
+		    "held sync points, once vouched for, go out where they belong: the same bytes as without holding");
+		char *unvouched = write_held(&lh, 2500, 1, 0, 0, 0);
+		ok(read_syncs(unvouched, lh, &rows, &syncs, &verified) < 0 && syncs == 0 && verified == 0 &&
+		    rows == 1000,
+		    "a sync point never vouched for never goes out, nor what follows it (%d rows, %d syncs)", rows, syncs);
+		free(unvouched);
+		unvouched = write_held(&lh, 2500, 1, 1999, 0, 0);
+		ok(read_syncs(unvouched, lh, &rows, &syncs, &verified) < 0 && syncs == 1 && verified == 1000 &&
+		    rows == 2000,
+		    "a vouch releases the sync points before it, not a later one (%d rows, %d syncs, %llu verified)",
+		    rows, syncs, (unsigned long long)verified);
+		free(unvouched);
+		/*
+		 * Rows of 11 bytes from 1000 on: the sync points after rows 1000, 2000
+		 * and 3000 (28 bytes each) wait together until 25000 bytes are held,
+		 * near row 3270, and are dropped; those after 4000 and 5000 go out.
+		 */
+		size_t l5;
+		char *plain5 = write_held(&l5, 5000, 0, 0, 0, 1);
+		char *dropped = write_held(&lh, 5000, 1, 0, 25000, 1);
+		ok(read_syncs(dropped, lh, &rows, &syncs, &verified) == 0 && rows == 5000 && syncs == 2,
+		    "too much held: those sync points are dropped, the rows and the trailer stay whole (%d rows, %d syncs)",
+		    rows, syncs);
+		ok(l5 - lh == 3 * 28, "exactly three sync points were dropped (%zu bytes fewer)", l5 - lh);
+		free(dropped);
+		free(plain5);
+		free(plain);
+		free(vouched);
+	}
+	/* A row copied as it arrived is the row written from its values. */
+	{
+		size_t l0, l1, l2c;
+		char *src = write_stream(&l0, keys, 6, 1);
+		char *a = rewrite(src, l0, &l1, 1), *b = rewrite(src, l0, &l2c, 0);
+		int nrows;
+		ok(l1 == l2c && memcmp(a, b, l1) == 0 && read_stream(a, l1, &nrows) == 0 && nrows == 6,
+		    "dms_writer_copy writes what dms_writer_row writes");
+		free(a);
+		free(b);
+		/* "100" as a str 8 instead of a fixstr: still valid (same canonical form), not the shortest. */
+		char *slow = malloc(l0 + 1), *at = memmem(src, l0, "\xa3" "100", 4);
+		size_t pre = (size_t)(at - src);
+		memcpy(slow, src, pre);
+		memcpy(slow + pre, "\xd9\x03" "100", 5);
+		memcpy(slow + pre + 5, at + 4, l0 - pre - 4);
+		ok(read_stream(slow, l0 + 1, &nrows) == 0 && nrows == 6, "a longer encoding than needed is read");
+		a = rewrite(slow, l0 + 1, &l1, 1);
+		b = rewrite(src, l0, &l2c, 0);
+		ok(l1 == l2c && memcmp(a, b, l1) == 0, "and copied in the shortest, as every writer writes");
+		free(a);
+		free(b);
+		free(slow);
+		free(src);
 	}
 	return done();
 }
