@@ -579,9 +579,10 @@ main(int argc, char **argv)
 	}
 	dms_keyclass change_class = change >= 0 ? dms_type_keyclass(t.cols[change].type) : DMS_KEY_BYTES;
 	struct copy_job job = { conn, dm_buf_cstr(&sql), &h, h.ncols, is_bin, change_pos, change_class, hashes, NULL, NULL };
+	/* copy_rows opens the writer whatever happens: freed (and flushed) on every path. */
+	writer_open = 1;
 	if (copy_rows(&job, &w, &watermark, &have_watermark) < 0)
 		goto out;
-	writer_open = 1;
 	if (dmpg_commit(conn) < 0)
 		goto out;
 	/* The trailer goes out only once the whole snapshot was read: readers trust nothing less. */
