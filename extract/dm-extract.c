@@ -124,24 +124,25 @@ copy_rows(const struct copy_job *job, dms_writer *w, dm_buf *watermark, int *hav
 	dm_buf store = { 0 }, scratch = { 0 };
 	unsigned char hash[DMS_HASH_LEN];
 	int rc = -1;
-	static char outbuf[1 << 20];
+	char *line = NULL;	/* the COPY row: values without escapes point into it */
 
 	char *copy = dm_xasprintf("COPY (%s) TO STDOUT", job->sql);
 	int started = dmpg_copy_out_start(job->conn, copy);
 	free(copy);
-	setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+	/* The writer hands stdout blocks of 1 MiB: a stdio buffer would only copy them once more. */
+	setvbuf(stdout, NULL, _IONBF, 0);
 	dms_writer_open(w, stdout, h);
 	if (started < 0)
 		goto out;
 	for (;;) {
-		char *line = NULL;
+		dmpg_freemem(line);
+		line = NULL;
 		int n = dmpg_copy_out_row(job->conn, &line);
 		if (n == -1)
 			break;
 		if (n < 0)
 			goto out;
 		int bad = dmcopy_parse(line, (size_t)n, job->nfields, job->is_bin, &store, vals);
-		dmpg_freemem(line);
 		if (bad || (job->fix != NULL && job->fix(job->fix_ctx, vals) < 0))
 			goto out;
 		const dm_value *cv = job->change_pos >= 0 ? &vals[job->change_pos] : NULL;
@@ -171,6 +172,7 @@ copy_rows(const struct copy_job *job, dms_writer *w, dm_buf *watermark, int *hav
 	}
 	rc = 0;
 out:
+	dmpg_freemem(line);
 	free(vals);
 	free(outvals);
 	dm_buf_free(&store);

@@ -7,8 +7,9 @@
 /*
  * Splits one COPY text line (trailing newline optional) into ncols values,
  * unescaping into store. Columns flagged in is_bin (may be NULL) hold bytea's
- * hex form and are decoded to bytes. vals point into store and stay valid
- * until store changes. Returns 0, or -1 after printing why.
+ * hex form and are decoded to bytes. vals point into store, or into line
+ * itself for a value without escapes: they stay valid while both line and
+ * store are unchanged. Returns 0, or -1 after printing why.
  */
 int dmcopy_parse(const char *line, size_t len, size_t ncols, const int *is_bin,
     dm_buf *store, dm_value *vals);

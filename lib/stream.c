@@ -515,10 +515,16 @@ dms_writer_row(dms_writer *w, int op, const dm_value *vals, size_t n)
 	/* Room for the array header, the op, and each value with the longest header. */
 	size_t clen = (op != DMS_OP_NONE) + dms_canon_len(vals, n);
 	dm_buf_reserve(&w->out, 6 + clen);
+	if (w->canon.len >= DMS_CANON_BATCH)
+		dms_canon_flush(w->checksum, &w->canon);
+	dm_buf_reserve(&w->canon, clen);
+	/* One pass writes both: the MessagePack message at q, the canonical encoding at c. */
 	unsigned char *q = (unsigned char *)w->out.data + w->out.len;
+	char *c = w->canon.data + w->canon.len;
 	if (op != DMS_OP_NONE) {
 		q = dms_put_array(q, n + 1);
 		*q++ = (unsigned char)op;
+		*c++ = (char)op;
 	} else {
 		q = dms_put_array(q, n);
 	}
@@ -527,6 +533,7 @@ dms_writer_row(dms_writer *w, int op, const dm_value *vals, size_t n)
 		uint32_t len = v->len;
 		if (v->kind == DM_NULL) {
 			*q++ = 0xc0;
+			*c++ = 0;
 			continue;
 		}
 		if (v->kind == DM_TEXT && len < 32) {
@@ -545,19 +552,17 @@ dms_writer_row(dms_writer *w, int op, const dm_value *vals, size_t n)
 			*q++ = (unsigned char)(len >> 8);
 			*q++ = (unsigned char)len;
 		}
-		if (len)
-			memcpy(q, v->ptr, len);
+		dms_copy((char *)q, v->ptr, len);
 		q += len;
+		c[0] = (char)v->kind;
+		c[1] = (char)(len >> 24);
+		c[2] = (char)(len >> 16);
+		c[3] = (char)(len >> 8);
+		c[4] = (char)len;
+		dms_copy(c + 5, v->ptr, len);
+		c += 5 + (size_t)len;
 	}
 	w->out.len = (size_t)(q - (unsigned char *)w->out.data);
-
-	if (w->canon.len >= DMS_CANON_BATCH)
-		dms_canon_flush(w->checksum, &w->canon);
-	dm_buf_reserve(&w->canon, clen);
-	char *c = w->canon.data + w->canon.len;
-	if (op != DMS_OP_NONE)
-		*c++ = (char)op;
-	dms_canon_put(c, vals, n);
 	w->canon.len += clen;
 	dms_writer_row_done(w);
 }

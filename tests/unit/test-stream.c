@@ -7,6 +7,11 @@
 #include <unistd.h>
 #include <string.h>
 
+/* What the writer of dm 0.1.0 wrote for write_every_length: a stream format change shows here. */
+#define PIN_ROWS 0x1d545c856061ec22ULL
+#define PIN_CHANGES 0x1899b92c1553ddd7ULL
+#define PIN_HASH "\xcc\x05\x2e\x81\xf6\xb7\x2b\x49\x5a\xd0\xb4\xfc\x1e\x8c\xfd\x59"
+
 static void
 make_header(dms_header *h, dms_kind kind)
 {
@@ -175,6 +180,54 @@ rewrite(const char *in, size_t inlen, size_t *len, int copy)
 	dms_reader_free(&r);
 	fclose(fp);
 	fclose(out);
+	return buf;
+}
+
+/*
+ * Writes a stream of every value length the writer encodes differently (MessagePack
+ * header sizes, short-copy branches), NULLs, and ops in a changes stream; returns
+ * its bytes, and the row hash of one wide row in hash.
+ */
+static char *
+write_every_length(size_t *len, dms_kind kind, unsigned char hash[DMS_HASH_LEN])
+{
+	static const uint32_t lens[] = { 0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 40,
+	    255, 256, 300, 65535, 65536, 70000 };
+	const size_t nlens = sizeof lens / sizeof *lens;
+	char *bytes = malloc(70000), *buf = NULL;
+	FILE *fp = open_memstream(&buf, len);
+	dms_header h;
+	dms_writer w;
+	dm_buf scratch = { 0 };
+	char key[16];
+
+	for (size_t i = 0; i < 70000; i++)
+		bytes[i] = (char)(i * 31 + 7);
+	make_header(&h, kind);
+	dms_writer_open(&w, fp, &h);
+	for (int i = 0; i < 1100; i++) {
+		uint32_t l = lens[(size_t)i % nlens], lb = lens[(size_t)(i / 3) % nlens];
+		snprintf(key, sizeof key, "%d", i);
+		dm_value v[3] = {
+			{ key, (uint32_t)strlen(key), DM_TEXT },
+			{ i % 7 == 3 ? NULL : bytes + i % 5, i % 7 == 3 ? 0 : l, (uint8_t)(i % 7 == 3 ? DM_NULL : DM_TEXT) },
+			{ bytes + i % 3, lb, DM_BIN },
+		};
+		dms_writer_row(&w, kind == DMS_CHANGES ? i % 2 : DMS_OP_NONE, v, 3);
+	}
+	dms_writer_finish(&w, NULL);
+	dms_writer_free(&w);
+	dms_header_free(&h);
+	fclose(fp);
+	dm_value wide[2 * 22 + 1];
+	for (size_t i = 0; i < nlens; i++) {
+		wide[2 * i] = (dm_value){ bytes + i, lens[i], DM_TEXT };
+		wide[2 * i + 1] = (dm_value){ bytes + 2 * i, lens[nlens - 1 - i], DM_BIN };
+	}
+	wide[2 * nlens] = (dm_value){ NULL, 0, DM_NULL };
+	dms_row_hash(wide, 2 * nlens + 1, &scratch, hash);
+	dm_buf_free(&scratch);
+	free(bytes);
 	return buf;
 }
 
@@ -359,6 +412,23 @@ main(void)
 		free(b);
 		free(slow);
 		free(src);
+	}
+	/* The bytes and the hashes are pinned: other versions, other servers compare them. */
+	{
+		unsigned char hash[DMS_HASH_LEN];
+		size_t lr, lc;
+		char *rows_s = write_every_length(&lr, DMS_ROWS, hash), *changes_s = write_every_length(&lc, DMS_CHANGES, hash);
+		int nrows;
+		ok(read_stream(rows_s, lr, &nrows) == 0 && nrows == 1100 && read_stream(changes_s, lc, &nrows) == 0 &&
+		    nrows == 1100, "every value length reads back, checksums verified");
+		ok(XXH3_64bits(rows_s, lr) == PIN_ROWS && XXH3_64bits(changes_s, lc) == PIN_CHANGES,
+		    "rows and changes streams are byte for byte what they always were (%016llx %016llx)",
+		    (unsigned long long)XXH3_64bits(rows_s, lr), (unsigned long long)XXH3_64bits(changes_s, lc));
+		ok(memcmp(hash, PIN_HASH, DMS_HASH_LEN) == 0, "the row hash is what it always was");
+		for (int i = 0; i < DMS_HASH_LEN && memcmp(hash, PIN_HASH, DMS_HASH_LEN) != 0; i++)
+			printf("%s\\x%02x%s", i ? "" : "# ", hash[i], i == DMS_HASH_LEN - 1 ? "\n" : "");
+		free(rows_s);
+		free(changes_s);
 	}
 	return done();
 }
