@@ -65,6 +65,14 @@ dmpg_quiet_errors(int quiet)
 	dmpg_quiet = quiet;
 }
 
+void
+dmpg_forget_error(void)
+{
+	dmpg_error[0] = '\0';
+	dmpg_sqlstate[0] = '\0';
+	dmpg_transient = 0;
+}
+
 const char *
 dmpg_last_error(void)
 {
@@ -226,7 +234,17 @@ dmpg_begin(PGconn *conn, const char *isolation, const char *snapshot)
 	    " pg_catalog.set_config('lc_monetary', 'C', true),"
 	    " pg_catalog.set_config('xmloption', 'content', true),"
 	    " pg_catalog.set_config('idle_in_transaction_session_timeout', '0', true),"
-	    " pg_catalog.set_config('search_path', 'pg_catalog', true)");
+	    " pg_catalog.set_config('search_path', 'pg_catalog', true),"
+	    /*
+	     * A client killed during a long statement (kill -9, a lost machine)
+	     * would leave its backend running, and holding its locks and the
+	     * liveness of its dm.lease, until the statement ends. PostgreSQL 14+
+	     * polls the socket every second while a statement runs and aborts it
+	     * once the client is gone. Decided by the server, not by the version
+	     * a pooler reports; older servers do not know the setting.
+	     */
+	    " CASE WHEN pg_catalog.current_setting('server_version_num')::pg_catalog.int4 >= 140000"
+	    "  THEN pg_catalog.set_config('client_connection_check_interval', '1s', true) END");
 }
 
 int

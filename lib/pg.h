@@ -64,11 +64,16 @@ int dmpg_exit_code(int rc);
 const char *dmpg_last_error(void);
 /* While on, errors are only kept for dmpg_last_error, not printed (the caller decides). */
 void dmpg_quiet_errors(int quiet);
+/* Forgets the last error: after a quiet failure the caller recovered from, it explains nothing later. */
+void dmpg_forget_error(void);
 
 /*
  * Starts a transaction and pins the session settings that make text output
  * canonical (dm-stream(5)). Settings are transaction-local so nothing
  * outlives the transaction: PgBouncer in transaction mode stays safe.
+ * On PostgreSQL 14+ it also sets client_connection_check_interval to 1 s,
+ * so that the backend of a killed client stops within a second instead of
+ * running its statement to the end.
  * isolation is e.g. "ISOLATION LEVEL REPEATABLE READ, READ ONLY" or "";
  * snapshot, when not NULL, is an id from pg_export_snapshot() to read in.
  */

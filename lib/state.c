@@ -93,32 +93,51 @@ static const char dmstate_me[] =
     "pg_catalog.pg_backend_pid(), (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a"
     " WHERE a.pid = pg_catalog.pg_backend_pid())";
 
+/*
+ * Takes the entity's lease, or says who holds it. A lease row locked by
+ * another open transaction is held: only its holder writes it, at the start
+ * of each of its load transactions (dmstate_lease_renew), so the lock means
+ * that holder is in the middle of a transaction, whatever its expiry says
+ * (a single-transaction load may outlast it). Looking with SKIP LOCKED
+ * answers at once instead of queueing behind that transaction for as long
+ * as it lasts; the caller decides whether to poll again (--wait).
+ */
 int
 dmstate_lease_take(PGconn *conn, const char *entity, const char *owner, int ttl_seconds, char **holder)
 {
 	char ttl[32];
 	snprintf(ttl, sizeof ttl, "%d seconds", ttl_seconds);
 	const char *p[3] = { entity, owner, ttl };
-	char *sql = dm_xasprintf(
-	    "INSERT INTO dm.lease AS l (entity, owner, pid, backend_start, expires)"
-	    " VALUES ($1, $2, %s, pg_catalog.now() + $3::pg_catalog.interval)"
-	    " ON CONFLICT (entity) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid,"
-	    " backend_start = EXCLUDED.backend_start, expires = EXCLUDED.expires"
-	    " WHERE l.owner = EXCLUDED.owner OR l.expires < pg_catalog.now()"
-	    /* backend_start is hidden from roles without pg_read_all_stats: then the pid decides */
-	    " OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid"
-	    "   AND (a.backend_start IS NULL OR l.backend_start IS NULL OR a.backend_start = l.backend_start))"
-	    " RETURNING owner", dmstate_me);
-	PGresult *res = dmpg_exec_params(conn, sql, 3, p);
-	free(sql);
+	const char *q[1] = { entity };
+	PGresult *res = dmpg_exec_params(conn,
+	    "SELECT (SELECT pg_catalog.count(*) FROM dm.lease WHERE entity = $1),"
+	    " (SELECT pg_catalog.count(*) FROM (SELECT 1 FROM dm.lease WHERE entity = $1 FOR UPDATE SKIP LOCKED) l)",
+	    1, q);
 	if (res == NULL)
 		return -1;
-	int got = dmpg_nrows(res) == 1;
+	int busy = strcmp(dmpg_value(res, 0, 0), dmpg_value(res, 0, 1)) != 0;
 	dmpg_clear(res);
-	if (got)
-		return 1;
 	*holder = NULL;
-	const char *q[1] = { entity };
+	if (!busy) {
+		char *sql = dm_xasprintf(
+		    "INSERT INTO dm.lease AS l (entity, owner, pid, backend_start, expires)"
+		    " VALUES ($1, $2, %s, pg_catalog.now() + $3::pg_catalog.interval)"
+		    " ON CONFLICT (entity) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid,"
+		    " backend_start = EXCLUDED.backend_start, expires = EXCLUDED.expires"
+		    " WHERE l.owner = EXCLUDED.owner OR l.expires < pg_catalog.now()"
+		    /* backend_start is hidden from roles without pg_read_all_stats: then the pid decides */
+		    " OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid"
+		    "   AND (a.backend_start IS NULL OR l.backend_start IS NULL OR a.backend_start = l.backend_start))"
+		    " RETURNING owner", dmstate_me);
+		res = dmpg_exec_params(conn, sql, 3, p);
+		free(sql);
+		if (res == NULL)
+			return -1;
+		int got = dmpg_nrows(res) == 1;
+		dmpg_clear(res);
+		if (got)
+			return 1;
+	}
 	res = dmpg_exec_params(conn, "SELECT owner || ' (until ' || expires::pg_catalog.text || ')' FROM dm.lease WHERE entity = $1", 1, q);
 	if (res != NULL && dmpg_nrows(res) == 1)
 		*holder = dm_xstrdup(dmpg_value(res, 0, 0));

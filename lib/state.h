@@ -14,8 +14,11 @@ int dmstate_ensure(PGconn *conn);
  * Leases keep two runs from loading one entity at once, without session
  * state (PgBouncer-safe). Each call runs inside the caller's transaction.
  * take: 1 taken (or already ours), 0 held by a live run (*holder gets a
- * malloc'd description), -1 error. A lease whose holder's backend is gone,
- * or that expired, is taken over.
+ * malloc'd description, or NULL), -1 error; it never queues behind the
+ * holder's transaction. A lease whose holder's backend is gone, or that
+ * expired, is taken over, unless its holder is in the middle of a
+ * transaction that renewed it (the row is locked): that holder is alive,
+ * whatever the clock says.
  */
 int dmstate_lease_take(PGconn *conn, const char *entity, const char *owner, int ttl_seconds, char **holder);
 /* Extends our lease; -1 (message printed) when it is no longer ours. */

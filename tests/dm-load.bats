@@ -10,11 +10,68 @@ setup_file() {
     dm_psql l_src "CREATE TABLE public.big (id bigint PRIMARY KEY, v text, n numeric)" \
         "INSERT INTO public.big SELECT g, md5(g::text), g / 7.0 FROM generate_series(1, 200000) g" \
         "CREATE TABLE public.other (id int PRIMARY KEY, v text)"
+    # For the bulk path: a constrained child (secondary indexes, a deferrable foreign key,
+    # one NOT VALID, one to itself, unique constraints, one deferrable with options, a check
+    # constraint), and a foreign-key cycle.
+    dm_psql l_src "CREATE TABLE public.par (id int PRIMARY KEY, name text)" \
+        "CREATE TABLE public.kid (id bigint PRIMARY KEY,
+            par_id int REFERENCES public.par DEFERRABLE INITIALLY DEFERRED,
+            par2 int, up bigint, code text CONSTRAINT kid_code_key UNIQUE, v text CHECK (v <> 'x'),
+            CONSTRAINT kid_v_key UNIQUE NULLS NOT DISTINCT (v) INCLUDE (code) WITH (fillfactor = 70)
+                DEFERRABLE INITIALLY DEFERRED)" \
+        "ALTER TABLE public.kid ADD CONSTRAINT kid_par2_fkey FOREIGN KEY (par2) REFERENCES public.par NOT VALID" \
+        "ALTER TABLE public.kid ADD CONSTRAINT kid_up_fkey FOREIGN KEY (up) REFERENCES public.kid ON DELETE CASCADE" \
+        "CREATE INDEX kid_par ON public.kid (par_id)" \
+        "CREATE INDEX kid_lower_v ON public.kid (lower(v)) WHERE id > 10" \
+        "CREATE UNIQUE INDEX kid_par_id_u ON public.kid (par_id, id) INCLUDE (v)" \
+        "INSERT INTO public.par SELECT g, 'p' || g FROM generate_series(1, 100) g" \
+        "INSERT INTO public.kid SELECT g, 1 + g % 100, 1 + g % 50, CASE WHEN g > 1 THEN g / 2 END, 'c' || g,
+            md5(g::text) FROM generate_series(1, 20000) g" \
+        "CREATE TABLE public.ca (id int PRIMARY KEY, cb_id int)" \
+        "CREATE TABLE public.cb (id int PRIMARY KEY, ca_id int REFERENCES public.ca)" \
+        "ALTER TABLE public.ca ADD FOREIGN KEY (cb_id) REFERENCES public.cb" \
+        "CREATE INDEX ca_cb ON public.ca (cb_id)" \
+        "BEGIN; SET CONSTRAINTS ALL DEFERRED;
+            INSERT INTO public.ca SELECT g, NULL FROM generate_series(1, 3000) g;
+            INSERT INTO public.cb SELECT g, g FROM generate_series(1, 3000) g;
+            UPDATE public.ca SET cb_id = id; COMMIT" \
+        "CREATE TABLE public.slow (id int PRIMARY KEY, v text)" \
+        "INSERT INTO public.slow SELECT g, md5(g::text) FROM generate_series(1, 1000) g"
     dm_createdb l_empty l_src
-    dm_psql l_empty "TRUNCATE public.big"
+    dm_psql l_empty "TRUNCATE public.big, public.kid, public.ca, public.cb, public.slow"
+    # A trigger that sleeps while public.nap has a row: a statement of dm-load as long as
+    # the test wants.
+    dm_psql l_empty "CREATE TABLE public.nap (secs float8)" \
+        "CREATE FUNCTION public.nap() RETURNS trigger LANGUAGE plpgsql AS
+            \$\$ BEGIN PERFORM pg_catalog.pg_sleep(secs) FROM public.nap; RETURN NEW; END \$\$" \
+        "CREATE TRIGGER nap BEFORE INSERT OR UPDATE ON public.slow FOR EACH ROW WHEN (NEW.id = 500)
+            EXECUTE FUNCTION public.nap()" \
+        "CREATE TRIGGER nap BEFORE INSERT ON public.kid FOR EACH ROW WHEN (NEW.id = 15000)
+            EXECUTE FUNCTION public.nap()"
     export DIR=$BATS_FILE_TMPDIR
     export SRC=$(dm_conninfo l_src)
     dm-extract --db-env SRC --table public.big >"$DIR/big.rows"
+    for t in kid ca cb slow; do dm-extract --db-env SRC --table public.$t >"$DIR/$t.rows"; done
+}
+
+# kid_schema: public.kid's indexes and constraints in l_dst, with every flag that matters.
+kid_schema() {
+    dm_psql l_dst "SELECT indexname || ': ' || indexdef FROM pg_indexes
+            WHERE schemaname = 'public' AND tablename = 'kid' ORDER BY 1" \
+        "SELECT conname, contype, condeferrable, condeferred, convalidated, pg_get_constraintdef(oid)
+            FROM pg_constraint WHERE conrelid = 'public.kid'::regclass ORDER BY 1" \
+        "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'public.kid'::regclass AND NOT tgisinternal ORDER BY 1"
+}
+
+# wait_nap: until a backend of l_dst sleeps in the nap trigger (10 s at most).
+wait_nap() {
+    for _ in $(seq 1 200); do
+        [ "$(dm_psql l_dst "SELECT count(*) FROM pg_stat_activity WHERE datname = 'l_dst'
+            AND wait_event = 'PgSleep'")" = 1 ] && return 0
+        sleep 0.05
+    done
+    echo "no dm-load backend ever slept in the nap trigger" >&2
+    return 1
 }
 
 teardown_file() {
@@ -47,7 +104,7 @@ setup() {
 }
 
 @test "kill -9 in the middle of a load, then a rerun: equal, no duplicates" {
-    dm-load -q --db-env DST --table public.big --batch-rows 5000 "$DIR/big.rows" &
+    dm-load -q --db-env DST --table public.big --batch-rows 5000 --no-bulk "$DIR/big.rows" &
     pid=$!
     # wait until some batches landed, then kill without warning
     for _ in $(seq 1 200); do
@@ -142,14 +199,34 @@ setup() {
     assert_output "dm-load: public.big: insert=0 update=0 delete=50000 unchanged=0"
 }
 
+@test "parked deletes voided by another run's load: that load says so, and the parking run's --apply-deletes fails" {
+    dm-load -q --db-env DST --table public.big "$DIR/big.rows"
+    dm_psql l_dst "INSERT INTO public.big VALUES (900001, 'extra', 1), (900002, 'extra', 2)"
+    dm-diff -q --delete "$DIR/big.rows" <(dm-extract --db-env DST --table public.big --hashes) >"$DIR/two.deletes"
+    run -0 dm-load --db-env DST --table public.big --defer-deletes --run-id R1 "$DIR/two.deletes"
+    [ "$(dm_psql l_dst "SELECT count(*) FROM dm.pending_delete WHERE run_id = 'R1' AND ready")" = 2 ]
+    # Another run loads the entity before R1 applies its deletes: they are void now.
+    run -0 dm-load --db-env DST --table public.big --run-id R2 "$DIR/big.rows"
+    assert_line "dm-load: public.big: voided 2 deletes parked by run R1 (computed before this load: a run with --delete computes them again)"
+    run -1 dm-load --db-env DST --table public.big --apply-deletes --run-id R1
+    assert_output "dm-load: public.big: nothing deleted: 2 parked deletes voided by run R2, which loaded the entity before they were applied; run again with --delete"
+    [ "$(dm_row_count l_dst public.big)" = 200002 ]
+    [ "$(dm_psql l_dst "SELECT outcome FROM dm.run WHERE run_id = 'R1'")" = voided ]
+    # Without another load in between, the parked deletes are applied.
+    run -0 dm-load --db-env DST --table public.big --defer-deletes --run-id R3 "$DIR/two.deletes"
+    run -0 dm-load --db-env DST --table public.big --apply-deletes --run-id R3
+    assert_output "dm-load: public.big: insert=0 update=0 delete=2 unchanged=0"
+    [ "$(dm_row_count l_dst public.big)" = 200000 ]
+}
+
 @test "two loads of one entity at once: the second refuses (exit 6) or waits" {
-    dm-load -q --db-env DST --table public.big --batch-rows 2000 "$DIR/big.rows" &
+    dm-load -q --db-env DST --table public.big --batch-rows 2000 --no-bulk "$DIR/big.rows" &
     pid=$!
     for _ in $(seq 1 100); do
         [ "$(dm_psql l_dst "SELECT count(*) FROM dm.lease" 2>/dev/null)" = 1 ] && break
         sleep 0.05
     done
-    run -6 dm-load --db-env DST --table public.big "$DIR/big.rows"
+    run -6 dm-load --db-env DST --table public.big --wait 0 "$DIR/big.rows"
     assert_output --partial "another run is loading this entity"
     run -0 dm-load --db-env DST --table public.big --wait 60 "$DIR/big.rows"
     assert_output "dm-load: public.big: insert=0 update=0 delete=0 unchanged=200000"
@@ -157,7 +234,7 @@ setup() {
 }
 
 @test "a killed load's lease does not block the rerun" {
-    dm-load -q --db-env DST --table public.big --batch-rows 2000 "$DIR/big.rows" &
+    dm-load -q --db-env DST --table public.big --batch-rows 2000 --no-bulk "$DIR/big.rows" &
     pid=$!
     for _ in $(seq 1 100); do
         [ "$(dm_psql l_dst "SELECT count(*) FROM public.big")" -gt 10000 ] && break
@@ -166,4 +243,199 @@ setup() {
     kill -9 "$pid"; wait "$pid" || true
     run -0 dm-load --db-env DST --table public.big "$DIR/big.rows"
     dm_tables_equal l_src l_dst public.big
+}
+
+@test "kill -9 during a long statement: the rerun is not refused (the backend stops within a second)" {
+    # A table with rows takes the upsert path; its statement sleeps 60 s on row 500.
+    dm_psql l_dst "INSERT INTO public.slow VALUES (1, md5('1'))" "INSERT INTO public.nap VALUES (60)"
+    dm-load -q --db-env DST --table public.slow "$DIR/slow.rows" &
+    pid=$!
+    wait_nap
+    dm_psql l_dst "DELETE FROM public.nap"
+    kill -9 "$pid"; wait "$pid" || true
+    # Right away: the killed load's backend still runs, and holds the lease, for a moment.
+    start=$SECONDS
+    run -0 dm-load --db-env DST --table public.slow "$DIR/slow.rows"
+    assert_output "dm-load: public.slow: insert=999 update=0 delete=0 unchanged=1"
+    ((SECONDS - start < 10))
+    dm_tables_equal l_src l_dst public.slow
+}
+
+@test "a live load holding the lease: --wait 0 refuses at once (exit 6), --wait waits for it" {
+    dm_psql l_dst "INSERT INTO public.slow VALUES (1, md5('1'))" "INSERT INTO public.nap VALUES (3)"
+    dm-load -q --db-env DST --table public.slow "$DIR/slow.rows" &
+    pid=$!
+    wait_nap
+    start=$SECONDS
+    run -6 dm-load --db-env DST --table public.slow --wait 0 "$DIR/slow.rows"
+    assert_output --partial "another run is loading this entity"
+    ((SECONDS - start < 2))
+    dm_psql l_dst "DELETE FROM public.nap"
+    run -0 dm-load --db-env DST --table public.slow --wait 30 "$DIR/slow.rows"
+    assert_output "dm-load: public.slow: insert=0 update=0 delete=0 unchanged=1000"
+    wait "$pid"
+    dm_tables_equal l_src l_dst public.slow
+}
+
+@test "bulk load of an empty table: indexes and foreign keys dropped, rebuilt exactly, data equal" {
+    before=$(kid_schema)
+    run -0 dm-load -v --db-env DST --table public.kid "$DIR/kid.rows"
+    # kid_pkey (only its own kid_up_fkey uses it), kid_code_key, kid_v_key; kid_par_id_u,
+    # kid_lower_v, kid_par; kid_par_id_fkey, kid_up_fkey (the NOT VALID one stays)
+    assert_output --partial "bulk load: rebuilt 3 key(s), 3 index(es) and 2 foreign key(s)"
+    assert_output --partial "FROM STDIN (FREEZE)"   # only itself references it: truncated first
+    # as a superuser: the key to public.par is only switched off during the COPY
+    assert_output --regexp "ALTER TABLE \"public\".\"kid\" DISABLE TRIGGER \"RI_ConstraintTrigger_c_[0-9]+\""
+    assert_output --partial 'ALTER TABLE "public"."kid" DROP CONSTRAINT "kid_par_id_fkey", ADD CONSTRAINT "kid_par_id_fkey"'
+    assert_line "dm-load: public.kid: insert=20000 update=0 delete=0 unchanged=0"
+    [ "$(kid_schema)" = "$before" ]
+    dm_tables_equal l_src l_dst public.kid
+    run -0 dm-ckpt --db-env DST show public.kid
+    assert_line "complete=true"
+    # the keys work again: an orphan is refused, a cascade cascades
+    run ! dm_psql l_dst "INSERT INTO public.kid (id, par_id) VALUES (99999, 12345)"
+    dm_psql l_dst "DELETE FROM public.kid WHERE id = 9000"
+    [ "$(dm_psql l_dst "SELECT count(*) FROM public.kid WHERE up = 9000")" = 0 ]
+    # a second load finds rows: the upsert path, nothing dropped
+    run -0 dm-load -v --db-env DST --table public.kid "$DIR/kid.rows"
+    refute_output --partial "bulk load"
+}
+
+@test "bulk load by an owner that is not a superuser: the foreign keys are dropped first, rebuilt exactly" {
+    dm_psql postgres "DO \$\$ BEGIN CREATE ROLE dm_owner LOGIN NOSUPERUSER; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$"
+    dm_psql l_dst "GRANT CREATE ON DATABASE l_dst TO dm_owner" "GRANT USAGE ON SCHEMA public TO dm_owner" \
+        "GRANT SELECT, REFERENCES ON public.par TO dm_owner" "GRANT SELECT ON public.nap TO dm_owner" \
+        "ALTER TABLE public.kid OWNER TO dm_owner"
+    export OWNER="$(dm_conninfo l_dst) user=dm_owner"
+    before=$(kid_schema)
+    # without CREATE on the schema it may not build an index: only the foreign keys go
+    run -0 dm-load -v --db-env OWNER --table public.kid "$DIR/kid.rows"
+    assert_output --partial "bulk load: rebuilt 0 key(s), 0 index(es) and 2 foreign key(s)"
+    assert_output --partial 'ALTER TABLE "public"."kid" DROP CONSTRAINT "kid_par_id_fkey"'
+    refute_output --partial "DISABLE TRIGGER"
+    assert_line "dm-load: public.kid: insert=20000 update=0 delete=0 unchanged=0"
+    [ "$(kid_schema)" = "$before" ]
+    dm_tables_equal l_src l_dst public.kid
+    dm_psql l_dst "TRUNCATE public.kid" "DELETE FROM dm.checkpoint" "GRANT CREATE ON SCHEMA public TO dm_owner"
+    run -0 dm-load -v --db-env OWNER --table public.kid "$DIR/kid.rows"
+    assert_output --partial "bulk load: rebuilt 3 key(s), 3 index(es) and 2 foreign key(s)"
+    refute_output --partial "DISABLE TRIGGER"
+    [ "$(kid_schema)" = "$before" ]
+    dm_tables_equal l_src l_dst public.kid
+}
+
+@test "bulk load: rows breaking a foreign key or a unique key fail it whole, the table stays empty, constraints intact" {
+    dm_psql l_dst "DELETE FROM public.par WHERE id = 77"
+    before=$(kid_schema)
+    run -1 dm-load --db-env DST --table public.kid "$DIR/kid.rows"
+    assert_output --partial "dm-load: public.kid: the loaded rows break foreign key kid_par_id_fkey; nothing was loaded"
+    assert_output --partial "Key (par_id)=(77) is not present"
+    [ "$(dm_row_count l_dst public.kid)" = 0 ]
+    [ "$(kid_schema)" = "$before" ]
+    [ "$(dm_psql l_dst "SELECT outcome FROM dm.run WHERE entity = 'public.kid'")" = failed ]
+    # a unique key broken by the rows (the destination has one the source has not)
+    dm_psql l_dst "INSERT INTO public.par VALUES (77, 'p77')" \
+        "ALTER TABLE public.kid ADD CONSTRAINT kid_one_per_par UNIQUE (par_id)"
+    before=$(kid_schema)
+    run -1 dm-load --db-env DST --table public.kid "$DIR/kid.rows"
+    assert_output --partial "dm-load: public.kid: cannot build index kid_one_per_par again over the loaded rows; nothing was loaded"
+    assert_output --partial "is duplicated"
+    [ "$(dm_row_count l_dst public.kid)" = 0 ]
+    [ "$(kid_schema)" = "$before" ]
+    dm_psql l_dst "ALTER TABLE public.kid DROP CONSTRAINT kid_one_per_par"
+    before=$(kid_schema)
+    # an invalid stream too: exit 3, nothing loaded, nothing dropped
+    head -c 400000 "$DIR/kid.rows" >"$DIR/kid.cut"
+    run -3 dm-load --db-env DST --table public.kid "$DIR/kid.cut"
+    [ "$(dm_row_count l_dst public.kid)" = 0 ]
+    [ "$(kid_schema)" = "$before" ]
+}
+
+@test "bulk load killed (kill -9) in the middle: empty table, constraints intact, the rerun loads it" {
+    before=$(kid_schema)
+    dm_psql l_dst "INSERT INTO public.nap VALUES (60)"
+    dm-load -q --db-env DST --table public.kid "$DIR/kid.rows" &
+    pid=$!
+    wait_nap
+    dm_psql l_dst "DELETE FROM public.nap"
+    kill -9 "$pid"; wait "$pid" || true
+    start=$SECONDS
+    run -0 dm-load --db-env DST --table public.kid "$DIR/kid.rows"
+    assert_output "dm-load: public.kid: insert=20000 update=0 delete=0 unchanged=0"
+    ((SECONDS - start < 10))
+    [ "$(kid_schema)" = "$before" ]
+    dm_tables_equal l_src l_dst public.kid
+}
+
+@test "bulk load with --disable-triggers: the trigger does not fire and is back on, in its mode" {
+    dm_psql l_dst "INSERT INTO public.nap VALUES (60)" "ALTER TABLE public.kid ENABLE ALWAYS TRIGGER nap"
+    before=$(kid_schema)
+    run -0 dm-load -v --disable-triggers --db-env DST --table public.kid "$DIR/kid.rows"
+    assert_output --partial "bulk load: rebuilt"
+    [ "$(kid_schema)" = "$before" ]
+    dm_tables_equal l_src l_dst public.kid
+}
+
+@test "bulk load refused by the server (a lock it cannot get): rolled back quietly, loaded in batches" {
+    # another session reads the table; with lock_timeout, LOCK TABLE then fails
+    "$DM_PSQL" -X -q -d "$(dm_conninfo l_dst)" \
+        -c "BEGIN; SELECT count(*) FROM public.kid; SELECT pg_sleep(3); COMMIT" >/dev/null &
+    reader=$!
+    for _ in $(seq 1 100); do
+        [ "$(dm_psql l_dst "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+            WHERE d.datname = 'l_dst' AND l.relation = 'public.kid'::regclass")" = 1 ] && break
+        sleep 0.05
+    done
+    before=$(kid_schema)
+    PGOPTIONS="-c lock_timeout=200" run -0 dm-load -v --db-env DST --table public.kid "$DIR/kid.rows"
+    assert_output --partial "no bulk load (query failed: ERROR:  canceling statement due to lock timeout): loading in batches"
+    refute_line --regexp "^dm-load: public.kid: query failed"   # the refusal was not reported as an error
+    assert_line "dm-load: public.kid: insert=20000 update=0 delete=0 unchanged=0"
+    wait "$reader"
+    [ "$(kid_schema)" = "$before" ]
+    dm_tables_equal l_src l_dst public.kid
+}
+
+@test "no bulk load: a role that does not own the table, or --no-bulk, loads in batches" {
+    dm_psql postgres "DO \$\$ BEGIN CREATE ROLE dm_loader LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$"
+    dm_psql l_dst "GRANT CREATE, TEMPORARY ON DATABASE l_dst TO dm_loader" "GRANT USAGE ON SCHEMA public TO dm_loader" \
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON public.kid TO dm_loader" "GRANT SELECT ON public.par, public.nap TO dm_loader"
+    export LOADER="$(dm_conninfo l_dst) user=dm_loader"
+    before=$(kid_schema)
+    run -0 dm-load -v --db-env LOADER --table public.kid --batch-rows 5000 "$DIR/kid.rows"
+    assert_output --partial "no bulk load: the table is not the role's"
+    assert_line "dm-load: public.kid: insert=20000 update=0 delete=0 unchanged=0"
+    refute_output --partial "bulk load: rebuilt"
+    [ "$(kid_schema)" = "$before" ]
+    dm_tables_equal l_src l_dst public.kid
+    dm_createdb l_dst l_empty
+    run -0 dm-load -v --db-env DST --table public.kid --no-bulk --batch-rows 5000 "$DIR/kid.rows"
+    refute_output --partial "bulk load"
+    run -0 dm-ckpt --db-env DST show public.kid
+    assert_line --regexp "^batches=[2-9]$"
+    dm_tables_equal l_src l_dst public.kid
+}
+
+@test "bulk load of a foreign-key cycle: both tables in one transaction, keys checked at the end" {
+    before=$(dm_psql l_dst "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+        WHERE conrelid IN ('public.ca'::regclass, 'public.cb'::regclass) ORDER BY 1")
+    run -0 dm-load -v --db-env DST --table public.ca --table public.cb "$DIR/ca.rows" "$DIR/cb.rows"
+    # their primary keys stay: the other table's foreign key uses each
+    assert_output --partial "dm-load: public.ca: bulk load: rebuilt 0 key(s), 1 index(es) and 1 foreign key(s)"
+    assert_output --partial "dm-load: public.cb: bulk load: rebuilt 0 key(s), 0 index(es) and 1 foreign key(s)"
+    assert_line "dm-load: public.ca: insert=3000 update=0 delete=0 unchanged=0"
+    assert_line "dm-load: public.cb: insert=3000 update=0 delete=0 unchanged=0"
+    [ "$(dm_psql l_dst "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+        WHERE conrelid IN ('public.ca'::regclass, 'public.cb'::regclass) ORDER BY 1")" = "$before" ]
+    dm_tables_equal l_src l_dst public.ca
+    dm_tables_equal l_src l_dst public.cb
+    # a key between them that must stay as it is (NOT VALID): the group goes through staging
+    dm_createdb l_dst l_empty
+    dm_psql l_dst "ALTER TABLE public.cb DROP CONSTRAINT cb_ca_id_fkey" \
+        "ALTER TABLE public.cb ADD CONSTRAINT cb_ca_id_fkey FOREIGN KEY (ca_id) REFERENCES public.ca NOT VALID"
+    run -0 dm-load -v --db-env DST --table public.ca --table public.cb "$DIR/ca.rows" "$DIR/cb.rows"
+    assert_output --partial "no bulk load (a foreign key between the group's tables must stay)"
+    assert_line "dm-load: public.cb: insert=3000 update=0 delete=0 unchanged=0"
+    dm_tables_equal l_src l_dst public.ca
+    dm_tables_equal l_src l_dst public.cb
 }
