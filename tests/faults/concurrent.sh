@@ -173,7 +173,9 @@ trial_load() {
     # dm-load waits 10 s by default for a lease: --wait 0 refuses at once.
     wait_opt=(--wait 0)
     ((n % 2)) && wait_opt=(--wait 60)
-    fx_start "$d/a.log" dm-load --db-env DM_DEST --table fx.order_line --batch-rows "$BATCH" "$f"
+    # --no-bulk: batches, so that B comes while A holds the lease between them (a
+    # bulk load of the empty table is one short transaction).
+    fx_start "$d/a.log" dm-load --db-env DM_DEST --table fx.order_line --batch-rows "$BATCH" --no-bulk "$f"
     a=$FX_SID
     wait_lease_on fx_c fx.order_line "$a" || bad+="load A ended before it held the lease; "
     fx_start "$d/b.log" dm-load --db-env DM_DEST --table fx.order_line --batch-rows "$BATCH" "${wait_opt[@]}" "$f"

@@ -194,7 +194,10 @@ SQL
 
 # tables SIDE DB: every table's name, quoted, sorted (to see that nothing was dropped).
 tables_of() {
-    fx_psql "$1" "$2" "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ' ' ORDER BY 1)
+    # (ORDER BY the name itself: "ORDER BY 1" in an aggregate sorts by the constant 1,
+    # i.e. not at all, and a bulk load's TRUNCATE moves the table's pg_class row.)
+    fx_psql "$1" "$2" "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ' '
+            ORDER BY format('%I.%I', n.nspname, c.relname) COLLATE \"C\")
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dm')
           AND n.nspname !~ '^pg_'"
