@@ -190,7 +190,8 @@ hold_entities(PGconn **connp, const char *conninfo, char **entities, int n, cons
 		nanosleep(&second, NULL);
 		if (!hold_stop && hold_now() >= renew_at) {
 			got = hold_all(*connp, entities, n, owner, 1, 1);
-			if (got < 0 && dmpg_last_transient())
+			/* Whatever failed (a crash's SQLSTATE is not always a transient one), a new session decides. */
+			if (got < 0)
 				got = hold_reconnect(connp, conninfo, entities, n, owner);
 			renew_at = hold_now() + HOLD_TTL / 4.0;
 		}
@@ -213,8 +214,6 @@ hold_entities(PGconn **connp, const char *conninfo, char **entities, int n, cons
 		}
 		dmpg_quiet_errors(0);
 		/* Released over a new connection when the old one is gone. */
-		if (!dmpg_last_transient())
-			break;
 		dmpg_finish(*connp);
 		*connp = dmpg_connect(conninfo, "destination");
 		if (*connp == NULL)

@@ -10,6 +10,7 @@
 #include "pg.h"
 #include "stream.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -165,8 +166,9 @@ copy_rows(const struct copy_job *job, dms_writer *w, dm_buf *watermark, int *hav
 		} else {
 			dms_writer_row(w, DMS_OP_NONE, vals, h->ncols);
 		}
-		if (ferror(stdout)) {
-			dm_err("cannot write stream: standard output failed (closed pipe?)");
+		if (w->err != 0 || ferror(stdout)) {
+			/* The cause, as the reader of a log needs it: no space left, broken pipe... */
+			dm_err("cannot write stream: %s", strerror(w->err != 0 ? w->err : EIO));
 			goto out;
 		}
 	}

@@ -34,7 +34,8 @@ dmpg_last_transient(void)
 int
 dmpg_exit_code(int rc)
 {
-	return rc == DM_EXIT_FAIL && dmpg_transient ? DM_EXIT_TRANSIENT : rc;
+	/* A lease renewal that failed because the server went away is no lock conflict. */
+	return (rc == DM_EXIT_FAIL || rc == DM_EXIT_LOCKED) && dmpg_transient ? DM_EXIT_TRANSIENT : rc;
 }
 
 static void

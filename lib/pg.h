@@ -55,8 +55,9 @@ const char *dmpg_last_sqlstate(void);
 /*
  * Was the last failure transient (connection lost or refused, server shutting
  * down or starting, serialization failure)? Rerunning the same command later
- * then converges; callers turn DM_EXIT_FAIL into DM_EXIT_TRANSIENT with
- * dmpg_exit_code.
+ * then converges; callers turn DM_EXIT_FAIL (and DM_EXIT_LOCKED, when a
+ * lease could not be renewed because the server went away) into
+ * DM_EXIT_TRANSIENT with dmpg_exit_code.
  */
 int dmpg_last_transient(void);
 int dmpg_exit_code(int rc);
