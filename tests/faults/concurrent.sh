@@ -173,13 +173,21 @@ trial_load() {
     # dm-load waits 10 s by default for a lease: --wait 0 refuses at once.
     wait_opt=(--wait 0)
     ((n % 2)) && wait_opt=(--wait 60)
-    # --no-bulk: batches, so that B comes while A holds the lease between them (a
-    # bulk load of the empty table is one short transaction).
+    # A SHARE lock held for a while stalls A's first batch while A holds the lease, so
+    # that B certainly comes while A loads (a small table loads in a blink otherwise).
+    # --no-bulk: batches (a bulk load of the empty table would be one transaction).
+    local lockpid
+    PGAPPNAME=fx-lock "$DM_PSQL" -X -q -d "$(fx_ci dst fx_c)" \
+        -c "BEGIN; LOCK TABLE fx.order_line IN SHARE MODE; SELECT pg_sleep(120); COMMIT" >/dev/null 2>&1 &
+    lockpid=$!
     fx_start "$d/a.log" dm-load --db-env DM_DEST --table fx.order_line --batch-rows "$BATCH" --no-bulk "$f"
     a=$FX_SID
     wait_lease_on fx_c fx.order_line "$a" || bad+="load A ended before it held the lease; "
     fx_start "$d/b.log" dm-load --db-env DM_DEST --table fx.order_line --batch-rows "$BATCH" "${wait_opt[@]}" "$f"
     b=$FX_SID
+    fx_sleep_ms "$(fx_rand 500 2000)"
+    fx_psql dst postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'fx-lock'" >/dev/null
+    wait "$lockpid" 2>/dev/null
     fx_wait_pid "$a" 300
     rca=$?
     fx_wait_pid "$b" 300
