@@ -196,10 +196,17 @@ hold_entities(PGconn **connp, const char *conninfo, char **entities, int n, cons
 			renew_at = hold_now() + HOLD_TTL / 4.0;
 		}
 	}
-	for (int attempt = 0; attempt < 2; attempt++) {
+	/*
+	 * Released over a new connection when the old one is gone, for up to ten
+	 * seconds (a server back from a crash refuses connections while it
+	 * recovers): a lease left behind would only be taken over, but says
+	 * nothing true.
+	 */
+	double give_up = hold_now() + 10;
+	for (int attempt = 0;; attempt++) {
 		/* A connection lost while we idled is no news: it is made again below. */
-		dmpg_quiet_errors(attempt == 0);
-		if (dmpg_begin(*connp, "", NULL) == 0) {
+		dmpg_quiet_errors(hold_now() < give_up);
+		if (*connp != NULL && dmpg_begin(*connp, "", NULL) == 0) {
 			int r = 0;
 			for (int i = 0; i < n && r == 0; i++) {
 				char *name = dm_xasprintf("%s%s", HOLD_PREFIX, entities[i]);
@@ -212,13 +219,16 @@ hold_entities(PGconn **connp, const char *conninfo, char **entities, int n, cons
 			}
 			dmpg_rollback(*connp);
 		}
-		dmpg_quiet_errors(0);
-		/* Released over a new connection when the old one is gone. */
+		if (hold_now() >= give_up)
+			break;
+		if (attempt > 0) {
+			struct timespec half = { 0, 500000000L };
+			nanosleep(&half, NULL);
+		}
 		dmpg_finish(*connp);
 		*connp = dmpg_connect(conninfo, "destination");
-		if (*connp == NULL)
-			break;
 	}
+	dmpg_quiet_errors(0);
 	return DM_EXIT_FAIL;
 }
 
