@@ -106,15 +106,28 @@ finish() { # finish KIND N DIR BAD
     fi
 }
 
+# stall_start DB: a SHARE lock on fx.order_line in DB, held until stall_end, stalls
+# any load of it (its COPY waits) while the loader holds the entity's lease.
+STALL_PID=""
+stall_start() {
+    PGAPPNAME=fx-lock "$DM_PSQL" -X -q -d "$(fx_ci dst "$1")" \
+        -c "BEGIN; LOCK TABLE fx.order_line IN SHARE MODE; SELECT pg_sleep(120); COMMIT" >/dev/null 2>&1 &
+    STALL_PID=$!
+}
+
+stall_end() {
+    fx_psql dst postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'fx-lock'" >/dev/null
+    wait "$STALL_PID" 2>/dev/null
+    STALL_PID=""
+}
+
 trial_refuse() {
-    local n=$1 d a b rca rcb bad="" lockpid t0 ms
+    local n=$1 d a b rca rcb bad="" t0 ms
     d=$(fx_trial_dir concurrent-refuse "$n")
     fx_createdb dst fx_c fx_empty_tpl && instrument fx_c && fx_use fx_src fx_c || { fx_fail "setup"; return; }
     # A SHARE lock on fx.order_line, held for a while, stalls A's first batch there while
     # A holds the entity's lease: B then comes while A is certainly loading it.
-    PGAPPNAME=fx-lock "$DM_PSQL" -X -q -d "$(fx_ci dst fx_c)" \
-        -c "BEGIN; LOCK TABLE fx.order_line IN SHARE MODE; SELECT pg_sleep(120); COMMIT" >/dev/null 2>&1 &
-    lockpid=$!
+    stall_start fx_c
     fx_start "$d/a.log" dm-migrate -q --batch-rows "$BATCH" run
     a=$FX_SID
     if ! wait_lease_on fx_c fx.order_line "$a"; then
@@ -124,8 +137,7 @@ trial_refuse() {
     fx_start "$d/b.log" dm-migrate -q --batch-rows "$BATCH" run fx.order_line
     b=$FX_SID
     fx_sleep_ms "$(fx_rand 500 2000)"
-    fx_psql dst postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'fx-lock'" >/dev/null
-    wait "$lockpid" 2>/dev/null
+    stall_end
     fx_wait_pid "$b" 120
     rcb=$?
     ms=$(($(fx_now_ms) - t0))
@@ -176,18 +188,14 @@ trial_load() {
     # A SHARE lock held for a while stalls A's first batch while A holds the lease, so
     # that B certainly comes while A loads (a small table loads in a blink otherwise).
     # --no-bulk: batches (a bulk load of the empty table would be one transaction).
-    local lockpid
-    PGAPPNAME=fx-lock "$DM_PSQL" -X -q -d "$(fx_ci dst fx_c)" \
-        -c "BEGIN; LOCK TABLE fx.order_line IN SHARE MODE; SELECT pg_sleep(120); COMMIT" >/dev/null 2>&1 &
-    lockpid=$!
+    stall_start fx_c
     fx_start "$d/a.log" dm-load --db-env DM_DEST --table fx.order_line --batch-rows "$BATCH" --no-bulk "$f"
     a=$FX_SID
     wait_lease_on fx_c fx.order_line "$a" || bad+="load A ended before it held the lease; "
     fx_start "$d/b.log" dm-load --db-env DM_DEST --table fx.order_line --batch-rows "$BATCH" "${wait_opt[@]}" "$f"
     b=$FX_SID
     fx_sleep_ms "$(fx_rand 500 2000)"
-    fx_psql dst postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'fx-lock'" >/dev/null
-    wait "$lockpid" 2>/dev/null
+    stall_end
     fx_wait_pid "$a" 300
     rca=$?
     fx_wait_pid "$b" 300
