@@ -306,6 +306,8 @@ main(int argc, char **argv)
 	if (conninfo == NULL)
 		return DM_EXIT_USAGE;
 	signal(SIGPIPE, SIG_IGN);
+	if (strcmp(cmd, "hold") == 0)
+		dmpg_application_name = "dm-ckpt hold";
 
 	conn = dmpg_connect(conninfo, "destination");
 	if (conn == NULL || dmstate_ensure(conn) < 0)

@@ -450,6 +450,7 @@ main(int argc, char **argv)
 		if (optind != argc || table_arg != NULL)
 			usage();
 		const char *ci = dm_conninfo(db, db_env);
+		dmpg_application_name = "dm-extract snapshot";
 		return ci == NULL ? DM_EXIT_USAGE : hold_snapshot(ci);
 	}
 	if (spec_path != NULL) {

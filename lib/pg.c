@@ -9,6 +9,7 @@ static char dmpg_sqlstate[6];
 static char dmpg_error[1024];
 static int dmpg_quiet;
 static int dmpg_transient;
+const char *dmpg_application_name;
 
 static int
 dmpg_state_transient(const char *state)
@@ -120,7 +121,7 @@ dmpg_connect(const char *conninfo, const char *role)
 {
 	/* dbname is expanded first so our client_encoding always wins over the user's. */
 	const char *keys[] = { "dbname", "client_encoding", "fallback_application_name", NULL };
-	const char *vals[] = { conninfo, "UTF8", dm_prog, NULL };
+	const char *vals[] = { conninfo, "UTF8", dmpg_application_name ? dmpg_application_name : dm_prog, NULL };
 	if (!dmpg_conninfo_ok(conninfo, role))
 		return NULL;
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);

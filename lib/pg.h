@@ -35,6 +35,14 @@ typedef struct dmpg_table {
 	int change_col;		/* index of updated_at or last_update, or -1 */
 } dmpg_table;
 
+/*
+ * The application_name a connection shows in pg_stat_activity when the user's
+ * connection string sets none: the program's name by default; a long-lived helper
+ * names its part ("dm-ckpt hold") so that an administrator, and the fault scripts,
+ * can tell it from the program's other uses. Static storage, not copied.
+ */
+extern const char *dmpg_application_name;
+
 /* Connects; role names the side ("source", "destination") for the error message. */
 PGconn *dmpg_connect(const char *conninfo, const char *role);
 /* Accepts NULL. */

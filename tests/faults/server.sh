@@ -12,17 +12,27 @@
 #   terminate     SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE
 #                 application_name LIKE 'dm-%', on the destination, the source, or both
 #                 in turn, once dm has a connection there
+#   helper        the connection of one of the run's helpers, in turn: the entity
+#                 planner (dm-entities) on the source and on the destination, the
+#                 checkpoint read (dm-ckpt list), the run's hold (dm-ckpt hold), the
+#                 snapshot holder (dm-extract snapshot, once it has exported its
+#                 snapshot); terminated by a server-side loop that polls every
+#                 millisecond, so that even a part that lives a few milliseconds is hit
 # If `dm-migrate --help` offers --retries, the run is given --retries 5 and must recover
 # by itself (exit 0; a crashed server is started again 0.5 to 3 s after the crash).
 # Otherwise the run must exit 7 (transient) with a message naming the stage, and the
 # same command, once the server is back, must exit 0. Either way the destination must
 # then equal the source (fx_compare: psql COPY, no dm code), without duplicates, with
 # its trigger enabled and no lease, parked delete or incomplete checkpoint left.
-# The first trial also checks that dm's connections are named dm-* (application_name).
+# Every run that exits non-zero must say which part failed and why: a line
+# "PART failed: exit status N ..." naming a dm program (text or logfmt; the helper
+# trials alternate both and check that the line names the part they hit).
+# The terminate trials also check that every connection dm makes is named dm-*
+# (application_name): every name seen that is not the harness's own is collected.
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-FAULTS=(dest-crash src-restart terminate)
+FAULTS=(dest-crash src-restart terminate helper)
 args=()
 while (($# > 0)); do
     case "$1" in
@@ -76,6 +86,73 @@ terminate() {
         WHERE application_name LIKE 'dm-%'"
 }
 
+# The helpers of a run, in the order the helper trials take them: "SIDE APPNAME STATE
+# PATTERN" (_ for a space), STATE the backend state to wait for (- any), PATTERN what
+# the failure message must name when the run exits non-zero.
+HELPERS=(
+    "src dm-entities - dm-entities_failed:_"
+    "dst dm-entities - dm-entities_failed:_"
+    "dst dm-ckpt - dm-ckpt_list_failed:_"
+    "dst dm-ckpt_hold - dm-ckpt_hold_failed:_"
+    "src dm-extract_snapshot idle_in_transaction dm-extract.*_failed:_"
+)
+
+# poll_start SIDE APPNAME STATE: in the background, a server-side loop on SIDE that
+# terminates the first backend named APPNAME (in STATE, unless -) as soon as it
+# appears, polling every millisecond for up to 60 s; it writes how many it
+# terminated to $POLL_OUT. Returns once the loop runs.
+POLL_PID="" POLL_OUT=""
+poll_start() {
+    local side=$1 app=$2 state=$3 cond="" i
+    [[ "$state" != - ]] && cond=" AND state = '$state'"
+    POLL_OUT=$FX_WORK/poll.out
+    : >"$POLL_OUT"
+    PGAPPNAME=fx-poll PGOPTIONS='-c client_min_messages=warning' "$DM_PSQL" -X -qAt -v ON_ERROR_STOP=1 \
+        -d "$(fx_ci "$side" postgres)" >"$POLL_OUT" 2>&1 <<SQL &
+CREATE FUNCTION pg_temp.fx_poll() RETURNS int LANGUAGE plpgsql AS \$\$
+DECLARE n int := 0; deadline timestamptz := clock_timestamp() + interval '60 s';
+BEGIN
+    WHILE n = 0 AND clock_timestamp() < deadline LOOP
+        PERFORM pg_catalog.pg_stat_clear_snapshot();
+        SELECT count(pg_catalog.pg_terminate_backend(pid)) INTO n FROM pg_catalog.pg_stat_activity
+            WHERE application_name = '$app'$cond;
+        IF n = 0 THEN PERFORM pg_catalog.pg_sleep(0.001); END IF;
+    END LOOP;
+    RETURN n;
+END \$\$;
+SELECT pg_temp.fx_poll();
+SQL
+    POLL_PID=$!
+    for ((i = 0; i < 200; i++)); do
+        [[ "$(fx_psql "$side" postgres "SELECT count(*) FROM pg_stat_activity
+            WHERE application_name = 'fx-poll' AND state = 'active'")" -gt 0 ]] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# poll_end: stop the loop if it still runs; how many backends it terminated.
+poll_end() {
+    local side
+    for side in src dst; do
+        fx_psql "$side" postgres "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+            WHERE application_name = 'fx-poll'" >/dev/null
+    done
+    wait "$POLL_PID" 2>/dev/null
+    POLL_PID=""
+    grep -E '^[0-9]+$' "$POLL_OUT" | tail -n 1
+}
+
+# failure_named LOG PATTERN: the run's failure line (fx_failed_msg) names a dm program
+# and why ("... dm-X ... failed: exit status N" or "killed by signal N"), and matches
+# PATTERN (an extended regex; empty: any part). Sets WHY to the message.
+WHY=""
+failure_named() {
+    WHY=$(fx_failed_msg "$1")
+    [[ "$WHY" =~ dm-[a-z]+[^\"]*\ failed:\ (exit\ status\ [0-9]+|killed\ by\ signal) ]] || return 1
+    [[ -z "$2" || "$WHY" =~ $2 ]]
+}
+
 trial() {
     local fault=$1 n=$2 mode d margs sid t0 delay rc1 rc2 inj_ms what="" bad="" out why side
     local restart_pid=""
@@ -93,11 +170,22 @@ trial() {
     d=$(fx_trial_dir "server-$fault" "$n")
     fx_fresh_dest "$mode" || { fx_fail "$fault: createdb failed"; return; }
 
-    fx_start "$d/run1.log" dm-migrate -q "${RETRY[@]}" "${margs[@]}"
+    local logfmt=() hside="" happ="" hstate="" hpat="" hfmt=""
+    if [[ "$fault" == helper ]]; then
+        # One helper per trial, in turn; text and logfmt messages alternate.
+        read -r hside happ hstate hpat <<<"${HELPERS[$((n % ${#HELPERS[@]}))]}"
+        happ=${happ//_/ } hstate=${hstate//_/ } hpat=${hpat//_/ }
+        if (((n / ${#HELPERS[@]}) % 2)); then hfmt=text; else hfmt=logfmt; fi
+        logfmt=(--log-format "$hfmt")
+        # The dm schema exists before the run, as it does after a first run.
+        dm-ckpt --db-env DM_DEST list >/dev/null || { fx_fail "$fault: dm-ckpt list failed before the trial"; return; }
+        poll_start "$hside" "$happ" "$hstate" || { fx_fail "$fault: the polling loop did not start: $(cat "$POLL_OUT")"; return; }
+    fi
+    fx_start "$d/run1.log" dm-migrate -q "${logfmt[@]}" "${RETRY[@]}" "${margs[@]}"
     sid=$FX_SID
     t0=$(fx_now_ms)
     delay=$(fx_rand 0 "${FX_CALIB[$mode]}")
-    fx_sleep_ms "$delay"
+    [[ "$fault" == helper ]] || fx_sleep_ms "$delay"
     case "$fault" in
         dest-crash)
             if wait_for "$sid" proc '^dm-load '; then
@@ -128,10 +216,15 @@ trial() {
         terminate)
             side=$(case $((n % 3)) in 0) echo dst ;; 1) echo src ;; 2) echo both ;; esac)
             if wait_for "$sid" "$side"; then
-                local k=0 s a
+                local k=0 s a names
+                # Every client's name but the harness's own: a connection dm left
+                # unnamed (or named otherwise) must show up here, not be filtered out.
                 for s in src dst; do
-                    for a in $(fx_psql "$s" postgres "SELECT DISTINCT application_name FROM pg_stat_activity
-                        WHERE application_name LIKE 'dm-%'"); do
+                    names=$(fx_psql "$s" postgres "SELECT DISTINCT replace(coalesce(nullif(application_name, ''), '(none)'), ' ', '_')
+                        FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+                        AND application_name NOT IN ('fx-harness', 'fx-lock', 'fx-poll')") ||
+                        bad+="cannot list the application names on $s; "
+                    for a in $names; do
                         [[ " $APPNAMES_SEEN " == *" $a "* ]] || APPNAMES_SEEN+="$a "
                     done
                 done
@@ -139,6 +232,14 @@ trial() {
                 [[ "$side" != dst ]] && k=$((k + $(terminate src)))
                 ((k > 0)) && what="$k connection(s) of dm terminated on the $side side"
             fi
+            ;;
+        helper)
+            # The loop ends once it has terminated the helper's backend; it is ended
+            # when the run is over first (the helper never came: not a trial).
+            while fx_alive "$sid" && kill -0 "$POLL_PID" 2>/dev/null; do sleep 0.01; done
+            local k
+            k=$(poll_end)
+            ((${k:-0} > 0)) && what="the connection of $happ terminated on the $hside side ($hfmt messages)"
             ;;
     esac
     inj_ms=$(($(fx_now_ms) - t0))
@@ -164,16 +265,17 @@ trial() {
     _cl_postmaster_pid "$FX_SRC_DIR" >/dev/null || cluster_restart "$FX_SRC_DIR" || bad+="cannot restart the source; "
     fx_wait_up dst && fx_wait_up src || bad+="a server does not come back; "
 
-    why=$(fx_failed_msg "$d/run1.log")
-    echo "message: $why" >>"$d/trial.txt"
+    # Any exit but 0 names the part that failed and why; a helper trial's, the helper.
+    if ((rc1 != 0)) && ! failure_named "$d/run1.log" "$hpat"; then
+        bad+="exit $rc1 without a 'PART failed: why' message${hpat:+ naming /$hpat/} (got: ${WHY:-nothing}; last lines: $(tail -n 3 "$d/run1.log" | tr '\n' ' ')); "
+    fi
+    echo "message: $WHY" >>"$d/trial.txt"
     if [[ "${RETRY[1]:-0}" != 0 ]]; then
         ((rc1 == 0)) || bad+="with --retries the run exited $rc1: $(tail -n 3 "$d/run1.log" | tr '\n' ' '); "
     elif ((rc1 == 0)); then
         fx_note "$fault: the run completed despite the fault"
     elif ((rc1 != 7)); then
         bad+="the run exited $rc1, not 7 (transient): $(grep -v '^/.*Killed' "$d/run1.log" | tail -n 3 | tr '\n' ' '); "
-    elif [[ -z "$why" ]]; then
-        bad+="exit 7 without an 'ENTITY: STAGE failed' message; "
     fi
     out=$(fx_triggers_on fx_k) || bad+="after the fault: $out; "
 
@@ -201,27 +303,33 @@ fx_say "server faults: ${FAULTS[*]}; $FX_TRIALS trial(s) each (seed $FX_SEED)"
 for m in "${MODES[@]}"; do fx_calibrate "$m"; done
 FAULT_INDEX=0
 for fault in "${FAULTS[@]}"; do
-    case "$fault" in dest-crash | src-restart | terminate) ;; *) fx_die "unknown fault $fault" ;; esac
+    case "$fault" in dest-crash | src-restart | terminate | helper) ;; *) fx_die "unknown fault $fault" ;; esac
+    # Every helper once at least, whatever --trials says.
+    want=$FX_TRIALS
+    [[ "$fault" == helper ]] && ((want < ${#HELPERS[@]})) && want=${#HELPERS[@]}
     FAULT_INDEX=$((FAULT_INDEX + 1))
     FX_TRIALS_DONE=0 fails0=$FX_FAILS FX_ROWS=0 FX_NOTES=() FX_NOTE_ORDER=()
     done_n=0 missed=0 n=0
-    while ((done_n < FX_TRIALS)); do
+    while ((done_n < want)); do
         TRIAL_MISSED=0
         trial "$fault" "$n"
         n=$((n + 1))
         if ((TRIAL_MISSED)); then
             missed=$((missed + 1))
-            ((missed > 3 * FX_TRIALS + 5)) && { fx_fail "$fault: the moment never came in $missed runs"; break; }
+            ((missed > 3 * want + 5)) && { fx_fail "$fault: the moment never came in $missed runs"; break; }
             continue
         fi
         done_n=$((done_n + 1))
     done
     note="exits ${EXITS[$fault]:-}"
-    [[ "$fault" == terminate && -n "$APPNAMES_SEEN" ]] && note+="; application names seen: $APPNAMES_SEEN"
+    [[ "$fault" == terminate ]] && note+="; application names seen: ${APPNAMES_SEEN:-none}"
     for k in "${FX_NOTE_ORDER[@]}"; do note+="; $k"; ((FX_NOTES[$k] > 1)) && note+=" (x${FX_NOTES[$k]})"; done
     fx_result_line "server $fault" "$FX_TRIALS_DONE" $((FX_FAILS - fails0)) "$FX_ROWS" "$note"
 done
-if [[ " ${FAULTS[*]} " == *" terminate "* && -n "$APPNAMES_SEEN" && "$APPNAMES_SEEN" != *dm-* ]]; then
-    fx_fail "dm's connections are not named dm-*: $APPNAMES_SEEN"
+if [[ " ${FAULTS[*]} " == *" terminate "* ]]; then
+    unnamed=""
+    for a in $APPNAMES_SEEN; do [[ "$a" == dm-* ]] || unnamed+="$a "; done
+    [[ -n "$APPNAMES_SEEN" ]] || fx_fail "the terminate trials saw no connection of dm at all"
+    [[ -z "$unnamed" ]] || fx_fail "connections not named dm-* during a run: $unnamed(all seen: $APPNAMES_SEEN)"
 fi
 ((FX_FAILS == 0))
