@@ -201,6 +201,7 @@ fix_uuids(void *arg, dm_value *vals)
 		if (c->kind == DMMAP_EXPR || v->kind == DM_NULL)
 			continue;
 		f->name.len = 0;
+		/* one value: the source already joined and escaped a composite key (dmmap_key_text) */
 		dmspec_uuid_name(&f->name, c->kind == DMMAP_UUID ? f->m->e->name : c->ref_entity, v, 1);
 		if (dmspec_uuid5(f->m->spec->ns, f->name.data, f->name.len, f->text[i]) < 0)
 			return -1;

@@ -395,9 +395,18 @@ dmspec_uuid_name(dm_buf *out, const char *entity, const dm_value *keys, size_t n
 {
 	dm_buf_puts(out, entity);
 	dm_buf_putc(out, ':');
+	if (nkey == 1) {
+		/* one value needs no separator: the name is the value, as it always was */
+		dm_buf_append(out, keys[0].ptr, keys[0].len);
+		return;
+	}
 	for (size_t i = 0; i < nkey; i++) {
 		if (i)
 			dm_buf_putc(out, ',');
-		dm_buf_append(out, keys[i].ptr, keys[i].len);
+		for (size_t j = 0; j < keys[i].len; j++) {
+			if (keys[i].ptr[j] == ',' || keys[i].ptr[j] == '\\')
+				dm_buf_putc(out, '\\');
+			dm_buf_putc(out, keys[i].ptr[j]);
+		}
 	}
 }

@@ -63,7 +63,13 @@ const dmspec_entity *dmspec_find(const dmspec *spec, const char *name);
  * characters PostgreSQL prints, NUL-terminated in out[37].
  */
 int dmspec_uuid5(const unsigned char ns[16], const char *name, size_t len, char out[37]);
-/* The name a legacy key gets hashed under: "ENTITY:k1" or "ENTITY:k1,k2". Appended to out. */
+/*
+ * The name a legacy key gets hashed under, appended to out: "ENTITY:k1" for
+ * one value, as is; for several, "ENTITY:k1,k2" with each backslash and comma
+ * inside a value preceded by a backslash, so that ("a,b", "c") and
+ * ("a", "b,c") differ. Keys without either character keep the plain join.
+ * dmmap_key_text builds the same text in SQL.
+ */
 void dmspec_uuid_name(dm_buf *out, const char *entity, const dm_value *keys, size_t nkey);
 
 #endif

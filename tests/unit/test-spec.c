@@ -39,6 +39,59 @@ try_spec(const char *text, dmspec *sp, char *msg, size_t msglen)
 	return rc;
 }
 
+/*
+ * The names legacy keys are hashed under, pinned: the expected UUIDs were
+ * computed once with Python's uuid.uuid5 (and agree with uuid-ossp's
+ * uuid_generate_v5). Keys without a comma or backslash in a value, and any
+ * single-column key, must keep these UUIDs forever: rows already migrated
+ * carry them.
+ */
+static void
+check_names(void)
+{
+	static const unsigned char ns[16] = { 0x0e, 0x6a, 0x8a, 0x46, 0x8e, 0x7f, 0x4d, 0x0c,
+		0x9a, 0x0e, 0x0f, 0x3e, 0x4b, 0x8f, 0x9b, 0x21 };	/* tests/fixtures/spec/small.conf */
+	static const struct {
+		const char *entity;
+		const char *keys[3];
+		const char *name;
+		const char *uuid;
+	} cases[] = {
+		{ "shop", { "42" }, "shop:42", "c86db765-5bf5-5465-abd0-ed615755cf0c" },
+		{ "film_actor", { "1", "17" }, "film_actor:1,17", "ee68b6f2-d3be-5228-bea8-43395e01f0cf" },
+		{ "visit", { "7", "2001-02-03" }, "visit:7,2001-02-03", "e23f1296-6b16-5ea6-b5d1-2d9e83a031ce" },
+		{ "pair", { "plain", "row" }, "pair:plain,row", "18740efe-9cf1-5af0-b452-2a8e2da6863a" },
+		/* one value needs no separator, so it is never escaped */
+		{ "tag", { "a,b" }, "tag:a,b", "5e6b7330-588a-506b-9b9e-6e0640463e7b" },
+		{ "tag", { "a\\b" }, "tag:a\\b", "6288dcdb-b5df-5747-9f0f-9ef7c76fe0ed" },
+		/* the pair that collided as "pair:a,b,c" */
+		{ "pair", { "a,b", "c" }, "pair:a\\,b,c", "1ebf18c3-6f39-519f-8a78-fb378e6191db" },
+		{ "pair", { "a", "b,c" }, "pair:a,b\\,c", "3ea5f44b-13bb-5ae2-bad5-f9ec6dbe735b" },
+		/* the pair that would collide as "pair:a\\,b\\,c" if only commas were escaped */
+		{ "pair", { "a\\", "b,c" }, "pair:a\\\\,b\\,c", "41a7d5d7-b90d-591d-afe9-4662ef08969d" },
+		{ "pair", { "a,b\\", "c" }, "pair:a\\,b\\\\,c", "43b25c43-a774-536b-800d-42b7048898fa" },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		dm_value v[3];
+		size_t n = 0;
+		dm_buf name = { 0 };
+		char out[37] = "";
+
+		for (; n < 3 && cases[i].keys[n] != NULL; n++) {
+			v[n].ptr = cases[i].keys[n];
+			v[n].len = (uint32_t)strlen(cases[i].keys[n]);
+			v[n].kind = DM_TEXT;
+		}
+		dmspec_uuid_name(&name, cases[i].entity, v, n);
+		const char *got = dm_buf_cstr(&name);
+		ok(strcmp(got, cases[i].name) == 0, "name of case %zu is %s (got %s)", i, cases[i].name, got);
+		ok(dmspec_uuid5(ns, got, strlen(got), out) == 0 && strcmp(out, cases[i].uuid) == 0,
+		    "UUID of %s is %s (got %s)", cases[i].name, cases[i].uuid, out);
+		dm_buf_free(&name);
+	}
+}
+
 int
 main(void)
 {
@@ -50,6 +103,7 @@ main(void)
 	dm_prog = "test-spec";
 	dmspec_uuid5(dns, "python.org", 10, out);
 	ok(strcmp(out, "886313e1-3b8a-5372-9b90-0c9aee199e5d") == 0, "uuid5(DNS, python.org) is the published value (%s)", out);
+	check_names();
 
 	int rc = try_spec(
 	    "# a spec\n"
