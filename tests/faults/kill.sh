@@ -169,8 +169,12 @@ trial() {
     if [[ "$mode" == delete ]]; then
         ex1=$(fx_extras fx_k)
         if [[ "$ex1" != "$ex0" ]]; then
-            t=$(fx_psql dst fx_k "SELECT string_agg(entity, ' ') FROM dm.checkpoint WHERE NOT complete")
-            [[ -z "$t" ]] || bad+="rows deleted ($ex0-> $ex1) while the loads of $t were incomplete "
+            # A failed query prints nothing, like no incomplete load: check it first.
+            if ! t=$(fx_psql dst fx_k "SELECT coalesce(string_agg(entity, ' '), '<none>') FROM dm.checkpoint WHERE NOT complete"); then
+                bad+="cannot read dm.checkpoint after the kill "
+            elif [[ "$t" != "<none>" ]]; then
+                bad+="rows deleted ($ex0-> $ex1) while the loads of $t were incomplete "
+            fi
         fi
     fi
 

@@ -497,14 +497,16 @@ fx_equal() {
 fx_dest_sane() {
     local db=$1 out
     out=$(fx_psql dst "$db" "SELECT string_agg(tgname || '=' || tgenabled::text, ',') FROM pg_trigger
-        WHERE NOT tgisinternal AND tgrelid = 'fx.orders'::regclass")
+        WHERE NOT tgisinternal AND tgrelid = 'fx.orders'::regclass") || { echo "cannot read the trigger state"; return 1; }
     [[ "$out" == "fx_touch=O" ]] || { echo "trigger state after the run: $out (expected fx_touch=O)"; return 1; }
-    out=$(fx_psql dst "$db" "SELECT count(*) FROM dm.pending_delete")
+    out=$(fx_psql dst "$db" "SELECT count(*) FROM dm.pending_delete") || { echo "cannot count dm.pending_delete"; return 1; }
     [[ "$out" == 0 ]] || { echo "$out parked delete(s) left in dm.pending_delete"; return 1; }
-    out=$(fx_psql dst "$db" "SELECT count(*) FROM dm.lease")
+    out=$(fx_psql dst "$db" "SELECT count(*) FROM dm.lease") || { echo "cannot count dm.lease"; return 1; }
     [[ "$out" == 0 ]] || { echo "$out lease(s) left in dm.lease"; return 1; }
-    out=$(fx_psql dst "$db" "SELECT string_agg(entity, ' ') FROM dm.checkpoint WHERE NOT complete")
-    [[ -z "$out" ]] || { echo "incomplete checkpoint(s) after a successful run: $out"; return 1; }
+    # The query's own success first: a failed query prints nothing, like no incomplete row.
+    out=$(fx_psql dst "$db" "SELECT coalesce(string_agg(entity, ' '), '<none>') FROM dm.checkpoint WHERE NOT complete") ||
+        { echo "cannot read dm.checkpoint"; return 1; }
+    [[ "$out" == "<none>" ]] || { echo "incomplete checkpoint(s) after a successful run: $out"; return 1; }
     return 0
 }
 
