@@ -1,7 +1,8 @@
 # dm - differential migration for PostgreSQL.
 # make            build bin/
 # make check      unit tests and bats suites against throwaway clusters
-# make demo       migrate pagila on a throwaway local cluster
+# make demo       migrate pagila into a redesigned schema on a throwaway local cluster
+# make demo-copy  the zero-config copy of pagila
 # make install    PREFIX=/usr/local DESTDIR=
 
 PREFIX ?= /usr/local
@@ -78,9 +79,16 @@ check: all $(UNIT_TESTS) bin/test-fuzz-smoke
 	@scripts/check-deps check
 	@PATH="$(CURDIR)/bin:$$PATH" tests/run-all
 
+# make demo: the examples/pagila migration (DEMO_KEEP=0: end and clean up, as CI does;
+# by default, at a terminal, the cluster stays up until Ctrl-C). make demo-copy: the
+# zero-config copy of Pagila into an identical empty schema.
 demo: all
 	@scripts/check-deps demo
-	@PATH="$(CURDIR)/bin:$$PATH" scripts/demo
+	@PATH="$(CURDIR)/bin:$$PATH" DEMO_KEEP=$(DEMO_KEEP) scripts/demo
+
+demo-copy: all
+	@scripts/check-deps demo
+	@PATH="$(CURDIR)/bin:$$PATH" scripts/demo-copy
 
 # The benchmark against raw COPY, pgcopydb, pgloader and pg_comparator (docs/benchmarks.md).
 bench: all
@@ -103,7 +111,7 @@ lint-man:
 clean:
 	rm -rf build bin
 
-.PHONY: all deps check demo bench faults install lint-man clean FORCE
+.PHONY: all deps check demo demo-copy bench faults install lint-man clean FORCE
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # Fuzzing (clang's libFuzzer): `make fuzz FUZZ_SECONDS=600`; `make fuzz-smoke` runs in check.
