@@ -1,6 +1,7 @@
 /* test-stream.c - the stream codec: round trips, and every kind of damage is caught. */
 #define _GNU_SOURCE	/* memmem, open_memstream, fmemopen */
 #include "stream.h"
+#include "fixture.h"
 #include "tap.h"
 
 #include <stdlib.h>
@@ -15,21 +16,8 @@
 static void
 make_header(dms_header *h, dms_kind kind)
 {
-	dms_header_init(h);
-	h->kind = kind;
-	h->entity = strdup("public.t");
-	h->table = strdup("public.t");
-	h->ncols = 3;
-	h->cols = calloc(3, sizeof *h->cols);
-	h->cols[0].name = strdup("id");
-	h->cols[0].type = strdup("integer");
-	h->cols[1].name = strdup("note");
-	h->cols[1].type = strdup("text");
-	h->cols[2].name = strdup("blob");
-	h->cols[2].type = strdup("bytea");
-	h->nkey = 1;
-	h->key = calloc(1, sizeof *h->key);
-	dms_header_classify(h);
+	static const char *const cols[] = { "id", "integer", "note", "text", "blob", "bytea" };
+	fixture_header(h, kind, 3, cols);
 }
 
 /* Writes rows with keys 1..n (or the keys given) into a memory buffer. */
@@ -469,19 +457,8 @@ main(void)
 		FILE *fp = open_memstream(&sbuf, &slen);
 		dms_header h;
 		dms_writer w;
-		dms_header_init(&h);
-		h.kind = DMS_ROWS;
-		h.entity = strdup("public.t");
-		h.table = strdup("public.t");
-		h.ncols = 2;
-		h.cols = calloc(2, sizeof *h.cols);
-		h.cols[0].name = strdup("id");
-		h.cols[0].type = strdup("integer");
-		h.cols[1].name = strdup("b");
-		h.cols[1].type = strdup("bytea");
-		h.nkey = 1;
-		h.key = calloc(1, sizeof *h.key);
-		dms_header_classify(&h);
+		static const char *const cols[] = { "id", "integer", "b", "bytea" };
+		fixture_header(&h, DMS_ROWS, 2, cols);
 		dms_writer_open(&w, fp, &h);
 		dm_value row2[2] = { { "42", 2, DM_TEXT }, { "\0\xff", 2, DM_BIN } };
 		dms_writer_row(&w, DMS_OP_NONE, row2, 2);
