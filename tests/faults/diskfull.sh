@@ -156,7 +156,7 @@ trial_files() {
         if [[ "$what" == extract && -s "$where/$what.out" ]]; then
             DM_DEST=$(fx_ci dst fx_f) dm-load --db-env DM_DEST --table fx.customer -q "$W/c.rows" 2>/dev/null
             DM_DEST=$(fx_ci dst fx_f) dm-load --db-env DM_DEST --table fx.orders -q "$W/o.rows" 2>/dev/null
-            DM_DEST=$(fx_ci dst fx_f) dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 -q \
+            DM_DEST=$(fx_ci dst fx_f) dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 --no-bulk -q \
                 "$where/$what.out" 2>"$W/err.load"
             local lrc=$?
             ((lrc == 3)) || bad+="the partial stream from a full disk loaded with exit $lrc, not 3: $(head -c 200 "$W/err.load"); "
@@ -172,13 +172,16 @@ trial_files() {
 
 # landed_prefix DSTDB: the rows of fx.order_line in DSTDB are exactly the source's first
 # N rows in key order (what a load cut short commits: whole batches of a stream ordered
-# by key), N a multiple of 1000 (the batch size); N may be 0. Compared through psql COPY,
-# no dm code; every query's own success is checked first. On failure, says why.
+# by key), N a multiple of 1000 (the batch size); N may be 0. The loads it judges use
+# --no-bulk: a bulk load of the empty table is one transaction, and a cut one leaves no
+# row at all. Compared through psql COPY, no dm code; every query's own success is
+# checked first. On failure, says why; FX_PREFIX_LOG, if set, gets N.
 landed_prefix() {
     local db=$1 n q
     n=$(fx_psql dst "$db" "SELECT count(*) FROM fx.order_line") || { echo "cannot count fx.order_line"; return 1; }
     [[ "$n" =~ ^[0-9]+$ ]] || { echo "fx.order_line's count is '$n'"; return 1; }
     ((n % 1000 == 0)) || { echo "$n rows landed: not a batch boundary"; return 1; }
+    [[ -n "${FX_PREFIX_LOG:-}" ]] && echo "$n" >>"$FX_PREFIX_LOG"
     q="COPY (SELECT * FROM fx.order_line ORDER BY order_id, line_no LIMIT $n) TO STDOUT;"
     printf '%s\n%s\n' "$DM_FIXED_SETTINGS" "$q" | fx_psql src fx_src >"$W/prefix.src" ||
         { echo "cannot read the source's rows"; return 1; }
@@ -198,13 +201,13 @@ trial_tee() {
         where="tmpfs"
         dm-extract --db-env DM_SOURCE --table fx.order_line 2>"$W/err.x" |
             tee "$MNT/d/tee.rows" 2>"$W/err.t" |
-            dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 -q 2>"$W/err.l"
+            dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 --no-bulk -q 2>"$W/err.l"
         st=("${PIPESTATUS[@]}")
     else
         where="ulimit -f"
         dm-extract --db-env DM_SOURCE --table fx.order_line 2>"$W/err.x" |
             bash -c 'ulimit -f 16; tee "$1" 2>"$2"' ulimit "$W/tee.rows" "$W/err.t" 2>/dev/null |
-            dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 -q 2>"$W/err.l"
+            dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 --no-bulk -q 2>"$W/err.l"
         st=("${PIPESTATUS[@]}")
     fi
     rc_x=${st[0]} rc_t=${st[1]} rc_l=${st[2]}
@@ -296,7 +299,7 @@ trial_pipe() {
         DM_DEST=$(fx_ci dst fx_f) dm-load --db-env DM_DEST --table fx.orders -q "$W/o.rows" || { fx_fail "pipe: parents"; return; }
     cut=$(fx_rand 0 "$(stat -c %s "$W/ol.rows")")
     dm-extract --db-env DM_SOURCE --table fx.order_line 2>"$W/err.x" | head -c "$cut" |
-        dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 -q 2>"$W/err.l"
+        dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 --no-bulk -q 2>"$W/err.l"
     st=("${PIPESTATUS[@]}")
     KIND_N[pipe]=$((${KIND_N[pipe]:-0} + 1))
     FX_TRIALS_DONE=$((FX_TRIALS_DONE + 1))
