@@ -89,42 +89,6 @@ wait_orphans() {
     return 1
 }
 
-# stall_both DSTDB: ACCESS EXCLUSIVE locks on fx.order_line in the source (fx_src) and
-# in DSTDB, held by the harness (application_name fx-lock) until stall_end_both; returns
-# once both are granted (fails after 60 s).
-STALL_PIDS=()
-stall_both() {
-    local side db i n ok
-    for side in src dst; do
-        db=$1
-        [[ "$side" == src ]] && db=fx_src
-        PGAPPNAME=fx-lock "$DM_PSQL" -X -q -d "$(fx_ci "$side" "$db")" \
-            -c "BEGIN; LOCK TABLE fx.order_line IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(300); COMMIT" >/dev/null 2>&1 &
-        STALL_PIDS+=($!)
-    done
-    for ((i = 0; i < 1200; i++)); do
-        ok=0
-        for side in src dst; do
-            n=$(fx_psql "$side" postgres "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                WHERE a.application_name = 'fx-lock' AND l.granted AND l.mode = 'AccessExclusiveLock'
-                AND l.locktype = 'relation'") || return 1
-            ((n >= 1)) && ok=$((ok + 1))
-        done
-        ((ok == 2)) && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
-stall_end_both() {
-    local side
-    for side in src dst; do
-        fx_psql "$side" postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'fx-lock'" >/dev/null
-    done
-    ((${#STALL_PIDS[@]})) && wait "${STALL_PIDS[@]}" 2>/dev/null
-    STALL_PIDS=()
-}
-
 # entity_of CMDLINE: the entity a stage works on (from --entity, --table or its FIFO).
 entity_of() {
     sed -nE 's/.*--entity ([^ ]+).*/\1/p; t; s/.*--table ([^ ]+).*/\1/p; t
@@ -149,7 +113,7 @@ trial() {
     # its pipeline's stages wait there, alive, until the kill.
     local stalled=0
     if ((MISS_STREAK >= 2)) && [[ "$stage" != driver && "$stage" != snapshot ]]; then
-        stall_both fx_k && stalled=1 || { stall_end_both; fx_fail "kill $stage: the harness's locks were not granted"; return; }
+        fx_stall fx_k src dst && stalled=1 || { fx_stall_end; fx_fail "kill $stage: the harness's locks were not granted"; return; }
     fi
     fx_start "$d/run1.log" dm-migrate -q "${jopt[@]}" "${margs[@]}"
     sid=$FX_SID
@@ -171,7 +135,7 @@ trial() {
         sleep 0.01
     done
     kill_ms=$(($(fx_now_ms) - t0))
-    ((stalled)) && stall_end_both
+    ((stalled)) && fx_stall_end
     { wait "$sid"; } 2>/dev/null
     rc1=$?
     if [[ -z "$pid" ]]; then

@@ -567,6 +567,49 @@ fx_start() {
     FX_SID=$!
 }
 
+# fx_stall DSTDB SIDE...: ACCESS EXCLUSIVE locks on fx.order_line, the largest table, on
+# each SIDE (src: in fx_src; dst: in DSTDB), held by the harness (application_name
+# fx-lock) until fx_stall_end or a server stop; returns once all are granted (fails
+# after 60 s). A run's pipeline of that table then waits there, its processes alive:
+# what a trial that aims at a short-lived stage falls back on when a loaded machine
+# keeps missing it.
+FX_STALL_PIDS=()
+fx_stall() {
+    local dst=$1 side db i n ok
+    shift
+    for side in "$@"; do
+        db=$dst
+        [[ "$side" == src ]] && db=fx_src
+        PGAPPNAME=fx-lock "$DM_PSQL" -X -q -d "$(fx_ci "$side" "$db")" \
+            -c "BEGIN; LOCK TABLE fx.order_line IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(300); COMMIT" >/dev/null 2>&1 &
+        FX_STALL_PIDS+=($!)
+    done
+    for ((i = 0; i < 1200; i++)); do
+        ok=0
+        for side in "$@"; do
+            n=$(fx_psql "$side" postgres "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE a.application_name = 'fx-lock' AND l.granted AND l.mode = 'AccessExclusiveLock'
+                AND l.locktype = 'relation'") || return 1
+            ((n >= 1)) && ok=$((ok + 1))
+        done
+        ((ok == $#)) && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# fx_stall_end: release fx_stall's locks (a server that is down has released them).
+fx_stall_end() {
+    local side
+    for side in src dst; do
+        fx_psql "$side" postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE application_name = 'fx-lock'" >/dev/null 2>&1
+    done
+    ((${#FX_STALL_PIDS[@]})) && wait "${FX_STALL_PIDS[@]}" 2>/dev/null
+    FX_STALL_PIDS=()
+    return 0
+}
+
 # fx_trial_dir FAULT N: a fresh directory for a trial's logs.
 fx_trial_dir() {
     local d=$FX_WORK/logs/$1/$2

@@ -181,6 +181,15 @@ trial() {
         dm-ckpt --db-env DM_DEST list >/dev/null || { fx_fail "$fault: dm-ckpt list failed before the trial"; return; }
         poll_start "$hside" "$happ" "$hstate" || { fx_fail "$fault: the polling loop did not start: $(cat "$POLL_OUT")"; return; }
     fi
+    # After two misses in a row (a loaded machine polls slower than a small table's
+    # extract or load lives), the largest table is locked on the side of the fault, so
+    # that its pipeline waits there, alive, for the fault; the fault itself (a stop or
+    # restart of that server) ends the lock.
+    local stalled=0
+    if ((MISS_STREAK >= 2)) && [[ "$fault" == dest-crash || "$fault" == src-restart ]]; then
+        fx_stall fx_k "$([[ "$fault" == dest-crash ]] && echo dst || echo src)" && stalled=1 ||
+            { fx_stall_end; fx_fail "$fault: the harness's lock was not granted"; return; }
+    fi
     fx_start "$d/run1.log" dm-migrate -q "${logfmt[@]}" "${RETRY[@]}" "${margs[@]}"
     sid=$FX_SID
     t0=$(fx_now_ms)
@@ -246,6 +255,7 @@ trial() {
             ;;
     esac
     inj_ms=$(($(fx_now_ms) - t0))
+    ((stalled)) && fx_stall_end
     if [[ -z "$what" ]]; then
         # The run ended before the moment came: not a trial.
         { wait "$sid"; } 2>/dev/null
