@@ -93,6 +93,7 @@ image:
 
 # Build the image with podman from an mmdebstrap'ed base and run what it holds (slow).
 image-test:
+	@scripts/check-deps image
 	@scripts/image-test
 
 demo: all
