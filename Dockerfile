@@ -28,19 +28,6 @@ RUN make clean >/dev/null \
  && make install PREFIX=/usr/local DESTDIR=/out
 
 FROM docker.io/library/debian:${DEBIAN_SUITE}-slim
-ARG DM_VERSION=unknown
-ARG DM_REVISION=unknown
-ARG DM_CREATED=unknown
-ARG DM_SOURCE_URL=unknown
-# The repository states no licence: NOASSERTION (SPDX) until it does.
-ARG DM_LICENSE=NOASSERTION
-LABEL org.opencontainers.image.title="dm" \
-      org.opencontainers.image.description="Differential migration for PostgreSQL: dm-migrate, the dm-* programs and dm-serve" \
-      org.opencontainers.image.version="${DM_VERSION}" \
-      org.opencontainers.image.revision="${DM_REVISION}" \
-      org.opencontainers.image.created="${DM_CREATED}" \
-      org.opencontainers.image.source="${DM_SOURCE_URL}" \
-      org.opencontainers.image.licenses="${DM_LICENSE}"
 # Shared libraries only (libpq5 brings libssl3, which libcrypto is part of);
 # ca-certificates for sslmode=verify-full against a public CA.
 RUN apt-get update -qq \
@@ -59,3 +46,17 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["dm-healthcheck", "127.0.0.1", "8420"]
 ENTRYPOINT ["dm-entrypoint"]
 CMD ["dm-serve", "--listen", "0.0.0.0:8420"]
+# Last, so that the layers above stay cached when only the version or the date changes.
+ARG DM_VERSION=unknown
+ARG DM_REVISION=unknown
+ARG DM_CREATED=unknown
+ARG DM_SOURCE_URL=unknown
+# The repository states no licence: NOASSERTION (SPDX) until it does.
+ARG DM_LICENSE=NOASSERTION
+LABEL org.opencontainers.image.title="dm" \
+      org.opencontainers.image.description="Differential migration for PostgreSQL: dm-migrate, the dm-* programs and dm-serve" \
+      org.opencontainers.image.version="${DM_VERSION}" \
+      org.opencontainers.image.revision="${DM_REVISION}" \
+      org.opencontainers.image.created="${DM_CREATED}" \
+      org.opencontainers.image.source="${DM_SOURCE_URL}" \
+      org.opencontainers.image.licenses="${DM_LICENSE}"
