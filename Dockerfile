@@ -46,17 +46,11 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["dm-healthcheck", "127.0.0.1", "8420"]
 ENTRYPOINT ["dm-entrypoint"]
 CMD ["dm-serve", "--listen", "0.0.0.0:8420"]
-# Last, so that the layers above stay cached when only the version or the date changes.
-ARG DM_VERSION=unknown
-ARG DM_REVISION=unknown
-ARG DM_CREATED=unknown
-ARG DM_SOURCE_URL=unknown
+# The version, revision, creation date and source are given by `make image`
+# (scripts/image-build) with --label, not through ARG: podman's layer cache (buildah
+# 1.28) reuses a LABEL layer whose build arguments changed, which would keep the
+# version of an earlier build.
 # The repository states no licence: NOASSERTION (SPDX) until it does.
-ARG DM_LICENSE=NOASSERTION
 LABEL org.opencontainers.image.title="dm" \
       org.opencontainers.image.description="Differential migration for PostgreSQL: dm-migrate, the dm-* programs and dm-serve" \
-      org.opencontainers.image.version="${DM_VERSION}" \
-      org.opencontainers.image.revision="${DM_REVISION}" \
-      org.opencontainers.image.created="${DM_CREATED}" \
-      org.opencontainers.image.source="${DM_SOURCE_URL}" \
-      org.opencontainers.image.licenses="${DM_LICENSE}"
+      org.opencontainers.image.licenses="NOASSERTION"
