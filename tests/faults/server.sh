@@ -80,10 +80,16 @@ stage_of() {
     echo "$3 ${t:-a table}"
 }
 
-# terminate SIDE: pg_terminate_backend on dm's connections there; how many.
+# terminate SIDE: pg_terminate_backend on dm's connections there. Prints how many,
+# then the application names of every client but the harness's own (spaces as _): a
+# connection dm left unnamed, or named otherwise, must show up there, not be filtered
+# out. One statement, so that the names are those of the backends it saw: a short-lived
+# connection cannot be terminated unseen, nor seen and gone before the terminate.
 terminate() {
-    fx_psql "$1" postgres "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-        WHERE application_name LIKE 'dm-%'"
+    fx_psql "$1" postgres "SELECT count(pg_terminate_backend(pid)) FILTER (WHERE application_name LIKE 'dm-%')
+            || coalesce(' ' || string_agg(DISTINCT replace(coalesce(nullif(application_name, ''), '(none)'), ' ', '_'), ' '), '')
+        FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+        AND application_name NOT IN ('fx-harness', 'fx-lock', 'fx-poll')"
 }
 
 # The helpers of a run, in the order the helper trials take them: "SIDE APPNAME STATE
@@ -228,20 +234,16 @@ trial() {
         terminate)
             side=$(case $((n % 3)) in 0) echo dst ;; 1) echo src ;; 2) echo both ;; esac)
             if wait_for "$sid" "$side"; then
-                local k=0 s a names
-                # Every client's name but the harness's own: a connection dm left
-                # unnamed (or named otherwise) must show up here, not be filtered out.
-                for s in src dst; do
-                    names=$(fx_psql "$s" postgres "SELECT DISTINCT replace(coalesce(nullif(application_name, ''), '(none)'), ' ', '_')
-                        FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-                        AND application_name NOT IN ('fx-harness', 'fx-lock', 'fx-poll')") ||
-                        bad+="cannot list the application names on $s; "
+                local k=0 s a out count names
+                for s in dst src; do
+                    [[ "$side" == both || "$side" == "$s" ]] || continue
+                    out=$(terminate "$s") || { bad+="cannot terminate on $s; "; continue; }
+                    read -r count names <<<"$out"
+                    k=$((k + count))
                     for a in $names; do
                         [[ " $APPNAMES_SEEN " == *" $a "* ]] || APPNAMES_SEEN+="$a "
                     done
                 done
-                [[ "$side" != src ]] && k=$((k + $(terminate dst)))
-                [[ "$side" != dst ]] && k=$((k + $(terminate src)))
                 ((k > 0)) && what="$k connection(s) of dm terminated on the $side side"
             fi
             ;;
