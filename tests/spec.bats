@@ -128,6 +128,11 @@ check() {
     dm_psql sp_src "UPDATE public.client SET first = 'Again' WHERE client_id = 11" \
         "DELETE FROM public.visit WHERE client_id = 12" "DELETE FROM public.client WHERE client_id = 12"
     run -4 dm-migrate -q -c "$SPEC" verify
+    # The reports read through the spec too (baseline once refused: dm-extract usage).
+    run -0 dm-migrate -q -c "$SPEC" --json baseline client
+    assert_output --regexp '"entity":"client".*"changed":1,'
+    run -0 dm-migrate -q -c "$SPEC" --json --full plan client
+    assert_output --regexp '"entity":"client","mode":"full","insert":0,"update":1,'
     run -0 dm-migrate -q -c "$SPEC" --delete run
     run -0 dm-migrate -q -c "$SPEC" verify
     run -0 dm_psql sp_dst "SELECT count(*) FROM public.clients WHERE full_name = 'Again L11'"
