@@ -12,7 +12,7 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
 PKG_CONFIG ?= pkg-config
-PKGS = libpq msgpack libxxhash libcrypto
+PKGS = libpq msgpack libxxhash libcrypto jansson
 
 CC ?= cc
 CFLAGS ?= -O2 -g
@@ -26,7 +26,7 @@ PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(WARNINGS) -Ilib $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 
-LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c lib/mapping.c
+LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c lib/mapping.c lib/report.c
 LIB_OBJ = $(LIB_SRC:lib/%.c=build/lib/%.o)
 
 PROGS = bin/dm-extract bin/dm-entities bin/dm-diff bin/dm-cat bin/dm-load bin/dm-ckpt
