@@ -488,6 +488,41 @@ compute_health(const char *key, void *arg, int *status)
 
 /* ------------------------------------------------------------- metrics */
 
+/* The cache key of the baseline of every entity (compute_report's parameters). */
+#define BASELINE_ALL "baseline\t\t0\t0"
+
+static void *
+baseline_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		int st;
+		json_t *v = serve_cache_get(BASELINE_ALL, serve.baseline_interval / 2, compute_report, NULL, &st);
+		if (st != 200)
+			serve_log("warn", "baseline", "the background baseline failed: %s",
+			    json_string_value(json_object_get(json_object_get(v, "error"), "message")));
+		json_decref(v);
+		struct timespec ts = { (time_t)serve.baseline_interval, 0 };
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+int
+serve_baseline_start(void)
+{
+	pthread_t t;
+	if (serve.baseline_interval <= 0)
+		return 0;
+	int rc = pthread_create(&t, NULL, baseline_main, NULL);
+	if (rc != 0) {
+		dm_err("cannot start the baseline thread: %s", strerror(rc));
+		return -1;
+	}
+	pthread_detach(t);
+	return 0;
+}
+
 static void
 metric_escape(dm_buf *b, const char *s)
 {
@@ -583,7 +618,7 @@ handle_metrics(struct MHD_Connection *c)
 	dmpg_clear(res);
 	/* The counts of the last baseline computed (GET /v1/baseline, cached): a scan of both sides is not done per scrape. */
 	int st = 0;
-	json_t *base = serve_cache_get("baseline\t\t0\t0", 1e12, compute_report, NULL, &st);
+	json_t *base = serve_cache_peek(BASELINE_ALL, &st);
 	static const struct {
 		const char *name, *key, *help;
 	} bf[] = {
@@ -846,8 +881,30 @@ fail:
 	return -1;
 }
 
+/* ADDR:PORT of a listening TCP socket (the port the kernel chose for :0), into buf. */
+static void
+bound_address(int fd, const char *given, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	char host[INET6_ADDRSTRLEN];
+
+	snprintf(buf, len, "%s", given);
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return;
+	if (ss.ss_family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+		snprintf(buf, len, "%s:%u", host, ntohs(s4->sin_port));
+	} else if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+		snprintf(buf, len, "[%s]:%u", host, ntohs(s6->sin6_port));
+	}
+}
+
 struct MHD_Daemon *
-serve_http_start(const char *listen_addr, const char *cert, const char *key)
+serve_http_start(const char *listen_addr, const char *cert, const char *key, char *bound, size_t boundlen)
 {
 	int loopback;
 	int fd = listen_on(listen_addr, &loopback);
@@ -856,6 +913,7 @@ serve_http_start(const char *listen_addr, const char *cert, const char *key)
 
 	if (fd < 0)
 		return NULL;
+	bound_address(fd, listen_addr, bound, boundlen);
 	if (cert != NULL) {
 		cert_pem = read_file(cert);
 		key_pem = read_file(key);

@@ -266,9 +266,12 @@ run_remove(const char *run_id)
 	free(d);
 }
 
-/* The messages of the log's error events (msg="..."), joined by "; ", malloc'd, or NULL. */
+/*
+ * The messages of the log's error events (msg="..."; only the "PART failed"
+ * ones unless all), joined by "; ", malloc'd, or NULL.
+ */
 static char *
-run_log_errors(const char *run_id, int max)
+run_log_errors(const char *run_id, int max, int all)
 {
 	char *path = serve_run_path(run_id, "log");
 	FILE *fp = fopen(path, "re");
@@ -281,7 +284,7 @@ run_log_errors(const char *run_id, int max)
 	if (fp == NULL)
 		return NULL;
 	while (getline(&line, &cap, fp) > 0) {
-		if (strstr(line, " level=error ") == NULL || strstr(line, "event=failed") == NULL)
+		if (strstr(line, " level=error ") == NULL || (!all && strstr(line, "event=failed") == NULL))
 			continue;
 		char *m = strstr(line, " msg=\"");
 		if (m == NULL)
@@ -497,7 +500,7 @@ serve_run_start(json_t *request, char **run_id, char **msg)
 	for (int i = 0; i < 300; i++) {
 		int st = run_exit_status(id);
 		if (st == 6) {
-			char *why = run_log_errors(id, 3);
+			char *why = run_log_errors(id, 3, 1);
 			*msg = dm_xasprintf("another run holds some of these entities%s%s", why ? ": " : "", why ? why : "");
 			free(why);
 			serve_run_reap();
@@ -749,7 +752,7 @@ serve_run_get(const char *run_id)
 	json_object_set_new(out, "rows_per_second", secs > 0 ? json_integer((json_int_t)(moved / secs + 0.5)) : json_null());
 	char *err = NULL;
 	if (api && strcmp(state, "failed") == 0) {
-		err = run_log_errors(run_id, 5);
+		err = run_log_errors(run_id, 5, 0);
 		if (err == NULL && json_is_null(json_object_get(out, "exit_status")))
 			err = dm_xstrdup("the run ended without recording its exit status (its keeper was killed)");
 	}
