@@ -45,15 +45,6 @@ serve_strv_free(char **v)
 	free(v);
 }
 
-/* A run id this server could have made, or dm-migrate: nothing that walks paths. */
-static int
-run_id_ok(const char *id)
-{
-	size_t n = strlen(id);
-	return n > 0 && n <= 64 && strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n &&
-	    id[0] != '.';
-}
-
 /* A small file's contents, malloc'd, or NULL. */
 static char *
 run_read_file(const char *run_id, const char *file)
@@ -543,7 +534,7 @@ run_ids(int only_active)
 	free(runs);
 	if (d != NULL) {
 		while ((de = readdir(d)) != NULL) {
-			if (de->d_name[0] == '.' || !run_id_ok(de->d_name))
+			if (de->d_name[0] == '.' || !serve_run_id_ok(de->d_name))
 				continue;
 			if (only_active) {
 				char *e = serve_run_path(de->d_name, "exit");
@@ -598,7 +589,7 @@ serve_run_get(const char *run_id)
 	json_t *rows = NULL, *out = NULL, *req = NULL;
 	int api, st, running = 0, cancelled;
 
-	if (!run_id_ok(run_id))
+	if (!serve_run_id_ok(run_id))
 		return NULL;
 	api = run_exists(run_id);
 	PGconn *conn = serve_db_lock();
@@ -869,7 +860,7 @@ serve_run_cancel(const char *run_id)
 	long pid = 0;
 	unsigned long long start = 0;
 
-	if (!run_id_ok(run_id))
+	if (!serve_run_id_ok(run_id))
 		return 404;
 	if (!run_exists(run_id)) {
 		json_t *r = serve_run_get(run_id);
