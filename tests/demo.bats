@@ -27,3 +27,30 @@ bats_require_minimum_version 1.5.0
     run -0 "$DM_REPO/scripts/demo-copy"
     assert_line --partial "verify: all"
 }
+
+@test "make serve (DEMO_KEEP=1): the cluster stays up with dm-serve on it, its dashboard and API answer; TERM ends both" {
+    local out=$BATS_TEST_TMPDIR/demo.out
+    DEMO_KEEP=1 DM_SERVE_LISTEN=127.0.0.1:0 "$DM_REPO/scripts/demo" >"$out" 2>&1 3>&- </dev/null &
+    local demo=$! url="" i
+    for ((i = 0; i < 1200; i++)); do
+        url=$(grep -o 'http://127\.0\.0\.1:[0-9]*/#token=[0-9a-f]*' "$out") && break
+        kill -0 "$demo" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ -n "$url" ]] || { cat "$out" >&2; kill "$demo"; false; }
+    local base=${url%/#token=*} token=${url#*#token=}
+    run -0 curl -sf "$base/"
+    assert_output --partial "<html"
+    run -0 curl -sf -H "Authorization: Bearer $token" "$base/v1/status"
+    assert_output --partial '"entity":"customer"'
+    run -0 curl -sf -H "Authorization: Bearer $token" "$base/v1/entities"
+    assert_output --partial '"target":"public.customers"'
+    local dir
+    dir=$(sed -n 's/^   in \(\/.*\), socket only$/\1/p' "$out")
+    [[ -d "$dir" ]]
+    kill -TERM "$demo"
+    wait "$demo" || true
+    # Both gone: the server answers no more, the cluster's directory is removed.
+    run ! curl -s -m 2 "$base/v1/health"
+    [[ ! -d "$dir" ]]
+}
