@@ -14,7 +14,7 @@ load common
 bats_require_minimum_version 1.5.0
 
 SPEC=$DM_REPO/examples/pagila/pagila.conf
-PY=/usr/bin/python3
+PY=${DM_PYTHON:-/usr/bin/python3}   # the Debian python that python3-selenium is for
 
 # _dash_missing: what the browser test lacks (empty when nothing).
 _dash_missing() {
@@ -110,7 +110,7 @@ serve_start() {
             printf '%s"%s": {"source": %d, "destination": %d}' "$sep" "$ent" "$ns" "$nd"
             sep=", "
         done < <(_spec_counts)
-        printf '}, "deletes": {"payment": 1}}\n'
+        printf '}, "inserts": {"actor": 1, "film_actor": 2}, "deletes": {"payment": 1}}\n'
     } >"$expect"
     local shots=${DM_DASH_SHOTS:-$BATS_TEST_TMPDIR/shots}
     run "$PY" "$DM_REPO/tests/dashboard.py" --url "$SERVE_URL" --token "$TOKEN" --expect "$expect" \

@@ -6,9 +6,10 @@
 
 FILE is JSON written by the caller from psql (never from dm):
     {"entities": {"country": {"source": 109, "destination": 109}, ...},
-     "deletes": {"payment": 1}}
-"deletes" (optional) is the number of destination rows of an entity that are not in the
-source: the confirmation of "Run with deletes" must show them.
+     "inserts": {"actor": 1}, "deletes": {"payment": 1}}
+"inserts" and "deletes" (optional): per entity, the source rows not in the destination
+(the Plan table must show them as inserts) and the destination rows not in the source
+(the confirmation of "Run with deletes" must show them as deletes).
 
 Steps: open URL/#token=TOKEN; every entity of FILE is drawn with the source and
 destination row counts of FILE; Run starts a run that is seen running and then
@@ -133,10 +134,17 @@ class Dash:
                   lambda: not self.js("return document.getElementById('b-counts').disabled"), LOAD_S * 2)
         self.wait_counts()
 
-    def wait_run_end(self, rid):
-        return self.wait("run %s to end" % rid,
-                         lambda: self.run_id() == rid and self.run_state() not in (None, "running") and self.run_state(),
-                         RUN_S)
+    def wait_run_end(self, rid, shot_live=None):
+        """Wait for run RID to end; its final state. With SHOT_LIVE, a screenshot of the
+        first moment an entity shows as running, if the page is polled at such a moment
+        (Pagila is small: a run may be over before)."""
+        seen = []
+
+        def ended():
+            if shot_live and not seen and any(s == "running" for _, s in self.run_rows()):
+                seen.append(self.shot(shot_live))
+            return self.run_id() == rid and self.run_state() not in (None, "running") and self.run_state()
+        return self.wait("run %s to end" % rid, ended, RUN_S)
 
 
 def fmt(n):
@@ -193,6 +201,26 @@ def test_counts(dash, url, token, expect):
     dash.shot("entities")
 
 
+def test_plan(dash, expect):
+    dash.click("b-plan")
+    dash.wait("the plan table", lambda: dash.js("return !!document.querySelector('#plan-table')"), RUN_S)
+    rows = dash.js("""return Object.fromEntries([...document.querySelectorAll('#plan-table tr[data-entity]')].map(
+        r => [r.dataset.entity, [...r.children].map(c => c.textContent)]))""")
+    if sorted(rows) != sorted(expect["entities"]):
+        raise Failed("the plan lists %s, expected the entities %s" % (sorted(rows), sorted(expect["entities"])))
+    for ent, cells in rows.items():
+        # Entity, Mode, Insert, Update, Delete, Only in destination, ...
+        ins = fmt(expect.get("inserts", {}).get(ent, 0))
+        only_dst = fmt(expect.get("deletes", {}).get(ent, 0))
+        if cells[2] != ins or cells[4] != "0" or (cells[5] not in (only_dst, "–")):
+            raise Failed("plan row %s reads insert %s, delete %s, only in destination %s; expected %s, 0, %s" % (
+                ent, cells[2], cells[4], cells[5], ins, only_dst))
+    dash.no_errors("after the plan")
+    dash.shot("plan")
+    dash.click("b-plan-close")
+    print("# plan: inserts %s, no delete" % expect.get("inserts", {}))
+
+
 def test_run(dash, expect):
     before = len(dash.js("return [...document.querySelectorAll('#history g.hrun')]"))
     old = dash.run_id()
@@ -200,8 +228,8 @@ def test_run(dash, expect):
     rid = dash.wait("a new run in the run panel", lambda: dash.run_id() != old and dash.run_id(), LOAD_S)
     seen_running = dash.run_state() == "running"
     if seen_running:
-        dash.shot("run-live")
-    state = dash.wait_run_end(rid)
+        dash.shot("run-started")
+    state = dash.wait_run_end(rid, "run-live")
     if state != "succeeded":
         raise Failed("run %s ended %s (page errors: %s)" % (rid, state, dash.errors()))
     rows = dash.run_rows()
@@ -297,6 +325,7 @@ def main():
     try:
         test_no_token(dash, url)
         test_counts(dash, url, args.token, expect)
+        test_plan(dash, expect)
         test_run(dash, expect)
         test_run_with_deletes(dash, expect)
         if args.lock_dsn and args.lock_table:
