@@ -101,3 +101,19 @@ serve_cache_get(const char *key, double max_age, serve_compute_fn fn, void *arg,
 	*http_status = st;
 	return v;
 }
+
+json_t *
+serve_cache_peek(const char *key, int *http_status)
+{
+	json_t *v = NULL;
+
+	pthread_mutex_lock(&cache_mutex);
+	for (int i = 0; i < CACHE_SLOTS; i++)
+		if (cache[i].key != NULL && strcmp(cache[i].key, key) == 0 && cache[i].value != NULL) {
+			v = json_incref(cache[i].value);
+			*http_status = cache[i].status;
+			break;
+		}
+	pthread_mutex_unlock(&cache_mutex);
+	return v;
+}

@@ -24,7 +24,7 @@ struct serve_settings serve;
 
 static const char usage_text[] =
     "usage: dm-serve [-c SPEC] [--listen ADDR:PORT|PATH] [--state-dir DIR] [--tls-cert FILE --tls-key FILE]\n"
-    "                [--cache-seconds N] [--max-event-clients N] [-q] [-v]\n"
+    "                [--cache-seconds N] [--baseline-interval N] [--max-event-clients N] [-q] [-v]\n"
     "       dm-serve --help | --version\n"
     "\n"
     "Serves dm over HTTP: a REST API under /v1 (GET /v1/openapi.json describes it),\n"
@@ -41,6 +41,9 @@ static const char usage_text[] =
     "  --tls-cert FILE, --tls-key FILE  serve HTTPS with this PEM certificate and key\n"
     "  --cache-seconds N     keep entities, baseline and plan reports N seconds\n"
     "                        (default 30)\n"
+    "  --baseline-interval N count the rows of both sides every N seconds, for\n"
+    "                        /metrics and GET /v1/baseline (default 300; 0: only\n"
+    "                        when GET /v1/baseline asks)\n"
     "  --max-event-clients N at most N clients of /v1/events at once (default 64)\n"
     "  -q, -v                fewer, more messages on stderr\n"
     "\n"
@@ -52,7 +55,7 @@ static void
 usage(void)
 {
 	fputs("usage: dm-serve [-c SPEC] [--listen ADDR:PORT|PATH] [--state-dir DIR] [--tls-cert FILE --tls-key FILE]"
-	    " [--cache-seconds N] [--max-event-clients N] [-q] [-v]\n", stderr);
+	    " [--cache-seconds N] [--baseline-interval N] [--max-event-clients N] [-q] [-v]\n", stderr);
 	exit(DM_EXIT_USAGE);
 }
 
@@ -131,14 +134,6 @@ make_dirs(const char *path)
 	return rc;
 }
 
-static volatile sig_atomic_t stop_signal;
-
-static void
-on_signal(int sig)
-{
-	stop_signal = sig;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -152,7 +147,8 @@ main(int argc, char **argv)
 		dm_std_option(argv[1], usage_text);
 	serve.cache_seconds = 30;
 	serve.max_sse = 64;
-	enum { O_LISTEN = 256, O_STATE, O_CERT, O_KEY, O_CACHE, O_MAXSSE };
+	serve.baseline_interval = 300;
+	enum { O_LISTEN = 256, O_STATE, O_CERT, O_KEY, O_CACHE, O_MAXSSE, O_BASELINE };
 	static const struct option opts[] = {
 		{ "spec", required_argument, NULL, 'c' },
 		{ "listen", required_argument, NULL, O_LISTEN },
@@ -161,6 +157,7 @@ main(int argc, char **argv)
 		{ "tls-key", required_argument, NULL, O_KEY },
 		{ "cache-seconds", required_argument, NULL, O_CACHE },
 		{ "max-event-clients", required_argument, NULL, O_MAXSSE },
+		{ "baseline-interval", required_argument, NULL, O_BASELINE },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -178,6 +175,12 @@ main(int argc, char **argv)
 			errno = 0;
 			serve.cache_seconds = strtod(optarg, &end);
 			if (errno || end == optarg || *end || !(serve.cache_seconds >= 0) || serve.cache_seconds > 86400)
+				usage();
+			break;
+		case O_BASELINE:
+			errno = 0;
+			serve.baseline_interval = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(serve.baseline_interval >= 0) || serve.baseline_interval > 86400 * 7)
 				usage();
 			break;
 		case O_MAXSSE: {
@@ -284,26 +287,34 @@ main(int argc, char **argv)
 	serve.state_dir = state;
 
 	signal(SIGPIPE, SIG_IGN);
-	struct sigaction sa = { 0 };
-	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	/*
+	 * TERM and INT are blocked in every thread (the threads made later inherit the
+	 * mask) and taken by sigwait below: a signal sent to the process could
+	 * otherwise land in any thread, and main would never hear of it.
+	 */
+	sigset_t stop_set;
+	sigemptyset(&stop_set);
+	sigaddset(&stop_set, SIGTERM);
+	sigaddset(&stop_set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
 
-	d = serve_http_start(listen_addr, cert, key);
+	char bound[200];
+	d = serve_http_start(listen_addr, cert, key, bound, sizeof bound);
 	if (d == NULL)
 		goto out;
-	if (serve_events_start() < 0)
+	if (serve_events_start() < 0 || serve_baseline_start() < 0)
 		goto out;
 	const char *scheme = cert != NULL ? "https" : "http";
 	if (made_token)
 		serve_log("info", "listening", "dm-serve %s on %s; dashboard: %s://%s/#token=%s (DM_API_TOKEN was not set: this token was made for this process)",
-		    DM_VERSION, listen_addr, scheme, listen_addr, serve.token);
+		    DM_VERSION, bound, scheme, bound, serve.token);
 	else
 		serve_log("info", "listening", "dm-serve %s on %s; dashboard: %s://%s/ (token: DM_API_TOKEN)", DM_VERSION,
-		    listen_addr, scheme, listen_addr);
-	while (!stop_signal)
-		pause();
-	serve_log("info", "stopping", "signal %d: stopping; runs in progress go on", (int)stop_signal);
+		    bound, scheme, bound);
+	int sig = 0;
+	while (sigwait(&stop_set, &sig) != 0)
+		;
+	serve_log("info", "stopping", "signal %d: stopping; runs in progress go on", sig);
 	serve_events_stop();	/* first: the event streams end, so that their connections close */
 	MHD_stop_daemon(d);
 	d = NULL;

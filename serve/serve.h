@@ -25,8 +25,16 @@ struct serve_settings {
 	double cache_seconds;	/* baseline, plan, entities */
 	int max_sse;		/* SSE clients at once */
 	const char *migrate;	/* the dm-migrate to run */
+	double baseline_interval;	/* seconds between background baselines (metrics); 0: none */
 };
 extern struct serve_settings serve;
+
+/* ---- parse.c: what comes from outside. */
+
+/* Checks a POST /v1/runs body (its fields and their types): NULL, or what is wrong (malloc'd). */
+char *serve_run_request_bad(json_t *req);
+/* A run id this server or dm-migrate could have made: nothing that walks paths. */
+int serve_run_id_ok(const char *id);
 
 /* ---- db.c: the destination's connection, one at a time. */
 
@@ -79,6 +87,9 @@ typedef json_t *(*serve_compute_fn)(const char *key, void *arg, int *http_status
  */
 json_t *serve_cache_get(const char *key, double max_age, serve_compute_fn fn, void *arg, int *http_status);
 
+/* The value cached for key, whatever its age, or NULL: nothing is computed. */
+json_t *serve_cache_peek(const char *key, int *http_status);
+
 /* ---- exec.c: programs run to completion. */
 
 /*
@@ -91,7 +102,10 @@ int serve_exec(char *const argv[], char **out, char **err);
 /* ---- api.c */
 
 struct MHD_Daemon;
-struct MHD_Daemon *serve_http_start(const char *listen_addr, const char *cert, const char *key);
+/* Listens (ADDR:PORT, [V6]:PORT or a socket path; port 0: any) and serves; bound: where, for the log. */
+struct MHD_Daemon *serve_http_start(const char *listen_addr, const char *cert, const char *key, char *bound, size_t boundlen);
+/* A thread that computes the baseline every serve.baseline_interval seconds, for /metrics. */
+int serve_baseline_start(void);
 /* A JSON error object {"error": {"code", "message"}}. */
 json_t *serve_error(const char *code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
