@@ -127,6 +127,17 @@ query_bool(struct MHD_Connection *c, const char *name)
 	return -2;
 }
 
+/*
+ * Does the client ask for a fresh report (Cache-Control: no-cache, as a browser's
+ * reload does)? Concurrent requests for the same report still share one computation.
+ */
+static int
+want_fresh(struct MHD_Connection *c)
+{
+	const char *cc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Cache-Control");
+	return cc != NULL && (strstr(cc, "no-cache") != NULL || strstr(cc, "max-age=0") != NULL);
+}
+
 /* ------------------------------------------------------------- entities */
 
 /* dm-entities' lines as the API's entity objects. */
@@ -240,6 +251,7 @@ compute_report(const char *key, void *arg, int *status)
 	}
 	char *argv[16];
 	int n = 0;
+	serve_log("debug", "report", "computing %s (dm-migrate --json)", f[0]);
 	argv[n++] = (char *)serve.migrate;
 	argv[n++] = "--json";
 	argv[n++] = "-q";
@@ -304,7 +316,7 @@ handle_report(struct MHD_Connection *c, const char *cmd)
 		}
 	}
 	char *key = dm_xasprintf("%s\t%s\t%d\t%d", cmd, entity ? entity : "", full, del);
-	json_t *v = serve_cache_get(key, serve.cache_seconds, compute_report, NULL, &st);
+	json_t *v = serve_cache_get(key, want_fresh(c) ? 0 : serve.cache_seconds, compute_report, NULL, &st);
 	free(key);
 	return reply_json(c, (unsigned)st, v, NULL);
 }
@@ -657,7 +669,7 @@ route(struct MHD_Connection *c, const char *method, const char *url, struct req 
 	if (strcmp(url, "/v1/openapi.json") == 0 && get)
 		return reply_text(c, 200, "application/json", (char *)serve_asset_openapi, serve_asset_openapi_len, 0);
 	if (strcmp(url, "/v1/entities") == 0 && get) {
-		json_t *v = serve_cache_get("entities", serve.cache_seconds, compute_entities, NULL, &st);
+		json_t *v = serve_cache_get("entities", want_fresh(c) ? 0 : serve.cache_seconds, compute_entities, NULL, &st);
 		return reply_json(c, (unsigned)st, v, NULL);
 	}
 	if (strcmp(url, "/v1/baseline") == 0 && get)

@@ -117,3 +117,17 @@ serve_cache_peek(const char *key, int *http_status)
 	pthread_mutex_unlock(&cache_mutex);
 	return v;
 }
+
+void
+serve_cache_forget(const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	pthread_mutex_lock(&cache_mutex);
+	for (int i = 0; i < CACHE_SLOTS; i++)
+		if (cache[i].key != NULL && !cache[i].computing && strncmp(cache[i].key, prefix, n) == 0) {
+			json_decref(cache[i].value);
+			cache[i].value = NULL;
+		}
+	pthread_mutex_unlock(&cache_mutex);
+}

@@ -70,30 +70,22 @@ teardown() {
     fi
 }
 
-# serve_start: dm-serve on a free port; sets SERVE_URL. The port is one the kernel
-# just handed out and released (dm-serve's log names the address asked for, not the
-# port bound); another process taking it in between makes dm-serve exit, and we retry.
+# serve_start: dm-serve on a port of the kernel's choosing (its listening event says
+# which); sets SERVE_URL. The default report cache: the page asks for fresh reports
+# (Cache-Control: no-cache) and dm-serve forgets them when a run ends.
 serve_start() {
-    local log=$BATS_TEST_TMPDIR/dm-serve.log port try i
-    for ((try = 0; try < 5; try++)); do
-        port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-        # --cache-seconds 0: the page's "Refresh counts" after a run must see the run.
-        DM_API_TOKEN=$TOKEN dm-serve -c "$SPEC" --listen "127.0.0.1:$port" --state-dir "$BATS_TEST_TMPDIR/state" \
-            --cache-seconds 0 2>"$log" &
-        SERVE_PID=$!
-        # Ready when /v1/health answers (bounded: 30 s).
-        for ((i = 0; i < 300; i++)); do
-            curl -fsS -o /dev/null "http://127.0.0.1:$port/v1/health" 2>/dev/null && { SERVE_URL=http://127.0.0.1:$port; return 0; }
-            kill -0 "$SERVE_PID" 2>/dev/null || break
-            sleep 0.1   # polling the health endpoint, not a synchronisation
-        done
-        kill "$SERVE_PID" 2>/dev/null
-        wait "$SERVE_PID" 2>/dev/null
-        SERVE_PID=""
+    local log=$BATS_TEST_TMPDIR/dm-serve.log addr="" i
+    DM_API_TOKEN=$TOKEN dm-serve -c "$SPEC" --listen 127.0.0.1:0 --state-dir "$BATS_TEST_TMPDIR/state" \
+        2>"$log" 3>&- &
+    SERVE_PID=$!
+    for ((i = 0; i < 300; i++)); do
+        addr=$(sed -n 's/.* event=listening msg="dm-serve [^ ]* on \([^;]*\);.*/\1/p' "$log" | head -n 1)
+        [[ -n "$addr" ]] && break
+        kill -0 "$SERVE_PID" 2>/dev/null || break
+        sleep 0.1
     done
-    cat "$log" >&2
-    echo "dm-serve did not start on 127.0.0.1 (log above)" >&2
-    return 1
+    [[ -n "$addr" ]] || { cat "$log" >&2; echo "dm-serve did not start (log above)" >&2; return 1; }
+    SERVE_URL=http://$addr
 }
 
 @test "dashboard: psql's counts and gaps, a live run, run with deletes confirmed, cancel" {
