@@ -333,7 +333,7 @@ waiting_on() {
         '{"jobs": 1.5}' '{"verify": null}' '{"entities": ["public.nothing"]}' '{"force": true}'; do
         api POST /v1/runs "$body"
         [[ "$CODE" == 400 ]] || { echo "$body: $CODE" >&2; false; }
-        jq_ "$BODY" 'j["error"]["message"]' >&3
+        echo "# $body: $(jq_ "$BODY" 'j["error"]["message"]')" >&3
     done
     api POST /v1/runs '{"force": true}'
     [[ "$(jq_ "$BODY" 'j["error"]["message"]')" == 'unknown field "force"'* ]]
