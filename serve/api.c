@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "serve.h"
 #include "report.h"
+#include "spec.h"
 
 #include <microhttpd.h>
 
@@ -140,6 +141,44 @@ want_fresh(struct MHD_Connection *c)
 
 /* ------------------------------------------------------------- entities */
 
+static json_t *
+strv_json(char *const *v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+/*
+ * How an entity's rows are mapped: from the spec file (read again each time, so
+ * that it says what the next run will do), or the identity for an entity that
+ * is the same table on both sides.
+ */
+static json_t *
+entity_mapping(const dmspec *spec, const char *entity)
+{
+	const dmspec_entity *e = spec != NULL ? dmspec_find(spec, entity) : NULL;
+	if (e == NULL)
+		return json_pack("{s:s,s:s}", "kind", "same", "source", entity);
+	json_t *cols = json_array();
+	static const char *const kinds[] = { "column", "expr", "ref" };
+	for (size_t i = 0; i < e->ncols; i++) {
+		const dmspec_col *c = &e->cols[i];
+		json_t *o = json_pack("{s:s,s:s,s:s}", "dest", c->dest, "kind", kinds[c->kind], "value", c->value);
+		if (c->ref_entity != NULL)
+			json_object_set_new(o, "entity", json_string(c->ref_entity));
+		json_array_append_new(cols, o);
+	}
+	/* (The legacy key is the entity's "key".) */
+	return json_pack("{s:s,s:o,s:b,s:o,s:o,s:o,s:o,s:o}", "kind", "spec",
+	    "source", e->source ? json_string(e->source) : json_null(), "query", e->query != NULL,
+	    "where", e->where ? json_string(e->where) : json_null(),
+	    "uuid_column", e->uuid_col ? json_string(e->uuid_col) : json_null(),
+	    "legacy_column", e->legacy_col ? json_string(e->legacy_col) : json_null(), "columns", cols,
+	    "excluded", strv_json(e->exclude, e->nexclude));
+}
+
 /* dm-entities' lines as the API's entity objects. */
 static json_t *
 compute_entities(const char *key, void *arg, int *status)
@@ -167,6 +206,8 @@ compute_entities(const char *key, void *arg, int *status)
 	}
 	json_t *ents = json_array(), *notes = json_array();
 	char *save = NULL;
+	dmspec spec = { 0 };
+	int have_spec = serve.spec != NULL && dmspec_load(serve.spec, &spec) == 0;
 	for (char *line = strtok_r(out, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
 		if (line[0] == '#') {
 			json_array_append_new(notes, json_string(line));
@@ -191,11 +232,14 @@ compute_entities(const char *key, void *arg, int *status)
 		if (strcmp(f[7], "-") != 0)
 			for (char *k = strtok_r(f[7], ",", &s2); k != NULL; k = strtok_r(NULL, ",", &s2))
 				json_array_append_new(parents, json_string(k));
-		json_array_append_new(ents, json_pack("{s:s,s:I,s:s,s:o,s:o,s:o,s:o}", "entity", f[1], "level",
+		json_array_append_new(ents, json_pack("{s:s,s:I,s:s,s:o,s:o,s:o,s:o,s:o}", "entity", f[1], "level",
 		    (json_int_t)strtol(f[0], NULL, 10), "target", f[2], "key", keys, "change_column",
 		    strcmp(f[4], "-") ? json_string(f[4]) : json_null(), "group",
-		    strcmp(f[5], "-") ? json_string(f[5]) : json_null(), "parents", parents));
+		    strcmp(f[5], "-") ? json_string(f[5]) : json_null(), "parents", parents, "mapping",
+		    entity_mapping(have_spec ? &spec : NULL, f[1])));
 	}
+	if (have_spec)
+		dmspec_free(&spec);
 	v = json_pack("{s:o,s:o}", "entities", ents, "notes", notes);
 out:
 	free(out);

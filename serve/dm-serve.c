@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include "serve.h"
+#include "spec.h"
 
 #include <microhttpd.h>
 
@@ -207,6 +208,13 @@ main(int argc, char **argv)
 			return DM_EXIT_USAGE;
 		}
 		serve.spec = spec_abs;
+		/* A spec with a mistake is refused now, with its line, not at the first run. */
+		dmspec spec = { 0 };
+		if (dmspec_load(serve.spec, &spec) < 0) {
+			free(spec_abs);
+			return DM_EXIT_USAGE;
+		}
+		dmspec_free(&spec);
 	}
 	if (getenv("DM_SOURCE") == NULL || getenv("DM_DEST") == NULL) {
 		dm_err("DM_SOURCE and DM_DEST must hold the connection strings of the source and the destination");

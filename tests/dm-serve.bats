@@ -167,6 +167,10 @@ waiting_on() {
     run -1 env DM_API_TOKEN=$TOKEN dm-serve --listen 256.1.1.1:80 --state-dir "$BATS_TEST_TMPDIR/s"
     assert_output --partial "bad IPv4 address"
     run -2 dm-serve -c "$BATS_TEST_TMPDIR/no-such.conf"
+    printf '[entity x]\nsource = public.x\ncolum = y\n' >"$BATS_TEST_TMPDIR/typo.conf"
+    run -2 dm-serve -c "$BATS_TEST_TMPDIR/typo.conf" --listen 127.0.0.1:0
+    assert_output --partial 'typo.conf:3: '
+    refute_output --partial 'event=listening'
     run -0 dm-serve --help
     assert_output --partial "--listen ADDR:PORT"
 }
@@ -237,7 +241,7 @@ waiting_on() {
     [[ "$CODE" == 200 ]]
     assert_equal "$(jq_ "$BODY" 'len(j["entities"])')" "$(dm-entities --source-env DM_SOURCE --dest-env DM_DEST | grep -vc '^#')"
     assert_equal "$(jq_ "$BODY" '[e for e in j["entities"] if e["entity"] == "public.film_actor"][0]')" \
-        '{"entity": "public.film_actor", "level": 2, "target": "public.film_actor", "key": ["actor_id", "film_id"], "change_column": "last_update", "group": null, "parents": ["public.film", "public.actor"]}'
+        '{"entity": "public.film_actor", "level": 2, "target": "public.film_actor", "key": ["actor_id", "film_id"], "change_column": "last_update", "group": null, "parents": ["public.film", "public.actor"], "mapping": {"kind": "same", "source": "public.film_actor"}}'
     api GET /v1/baseline
     [[ "$CODE" == 200 ]]
     dm-migrate --json baseline >"$BATS_TEST_TMPDIR/cli.json"
