@@ -63,20 +63,6 @@ out:
 }
 
 /*
- * A foreign key (alias f) that the bulk load drops and adds back with
- * pg_get_constraintdef: validated (adding back one NOT VALID would leave the
- * loaded rows unchecked), its own and not a partition's copy of its parent's,
- * uncommented, with its triggers enabled as ADD CONSTRAINT makes them, and
- * pointing at columns this role may reference (ADD CONSTRAINT checks it).
- */
-#define BULK_FK_DROPPABLE \
-	"f.contype = 'f' AND f.convalidated AND f.conparentid = 0" \
-	" AND pg_catalog.obj_description(f.oid, 'pg_constraint') IS NULL" \
-	" AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgconstraint = f.oid AND t.tgenabled <> 'O')" \
-	" AND (SELECT pg_catalog.bool_and(pg_catalog.has_column_privilege(f.confrelid, a.n, 'REFERENCES'))" \
-	"   FROM pg_catalog.unnest(f.confkey) AS a(n))"
-
-/*
  * An index (alias c, its pg_class row; x, its pg_index row) that can be
  * built again exactly from pg_get_indexdef, and that nothing but the
  * foreign keys dropped with it depends on: valid, not clustered, not the
@@ -93,13 +79,13 @@ out:
 	" AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass" \
 	"   AND d.refobjid = c.oid AND d.deptype = 'n' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint f" \
 	"     WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND f.oid = d.objid" \
-	"     AND f.conrelid = x.indrelid AND " BULK_FK_DROPPABLE "))"
+	"     AND f.conrelid = x.indrelid AND " DMLOAD_FK_DROPPABLE "))"
 
 /*
  * The bulk path's first step, inside its transaction: locks the tables,
  * checks that they are still empty, and drops what makes a load into a
  * constrained table slow, keeping the definitions to put back:
- *  - the tables' own foreign keys (BULK_FK_DROPPABLE), each checked row by
+ *  - the tables' own foreign keys (DMLOAD_FK_DROPPABLE), each checked row by
  *    row otherwise;
  *  - their primary key and unique constraints that no other table's foreign
  *    key uses (nor anything else), each an index maintained row by row
@@ -158,7 +144,7 @@ bulk_prepare(PGconn *conn, target *tgs, int ntg)
 		tg->bulk_fk = dmpg_exec_params(conn,
 		    "SELECT f.conname, pg_catalog.pg_get_constraintdef(f.oid), f.oid::pg_catalog.text,"
 		    " f.confrelid::pg_catalog.text FROM pg_catalog.pg_constraint f"
-		    " WHERE f.conrelid = $1::pg_catalog.regclass AND " BULK_FK_DROPPABLE
+		    " WHERE f.conrelid = $1::pg_catalog.regclass AND " DMLOAD_FK_DROPPABLE
 		    " ORDER BY f.confrelid, f.conname", 1, p);
 		/* ADD CONSTRAINT ... USING INDEX over the very index pg_get_indexdef describes */
 		tg->bulk_key = dmpg_exec_params(conn,
@@ -358,6 +344,29 @@ bulk_build_index(PGconn *conn, PGresult *res, int row)
 }
 
 /*
+ * Adds foreign key `name` to table (quoted, qualified) from its
+ * pg_get_constraintdef text `def`: actions, match type, deferrability as
+ * they were, all the rows checked by one query. With drop_first the key of
+ * that name (its checks switched off) is dropped in the same statement.
+ * Quiet: 0, or -1 with the server's error in dmpg_last_error for the caller
+ * to report.
+ */
+int
+dmload_fk_add(PGconn *conn, const char *table, const char *name, const char *def, int drop_first)
+{
+	char *q = dmpg_ident(conn, name);
+	char *sql = dm_xasprintf("ALTER TABLE %s %s%s%sADD CONSTRAINT %s %s", table,
+	    drop_first ? "DROP CONSTRAINT " : "", drop_first ? q : "", drop_first ? ", " : "", q, def);
+
+	dmpg_quiet_errors(1);
+	int r = dmpg_run(conn, sql);
+	dmpg_quiet_errors(0);
+	free(sql);
+	free(q);
+	return r;
+}
+
+/*
  * The bulk path's last step, before the checkpoint: puts back what
  * bulk_prepare dropped, each over all the loaded rows at once, with more
  * maintenance_work_mem for the sorts: the key constraints (their unique
@@ -403,17 +412,9 @@ bulk_rebuild(PGconn *conn, target *tgs, int ntg)
 		target *tg = &tgs[i];
 		dm_subject = tg->entity;
 		for (int j = 0; j < dmpg_nrows(tg->bulk_fk); j++) {
-			char *name = dmpg_ident(conn, dmpg_value(tg->bulk_fk, j, 0));
 			/* one that was only switched off goes now, its checks disabled, and comes back checked */
-			char *sql = dm_xasprintf("ALTER TABLE %s %s%s%sADD CONSTRAINT %s %s", tg->t.qualified,
-			    tg->bulk_fk_late[j] ? "DROP CONSTRAINT " : "", tg->bulk_fk_late[j] ? name : "",
-			    tg->bulk_fk_late[j] ? ", " : "", name, dmpg_value(tg->bulk_fk, j, 1));
-			dmpg_quiet_errors(1);
-			int r = dmpg_run(conn, sql);
-			dmpg_quiet_errors(0);
-			free(sql);
-			free(name);
-			if (r < 0) {
+			if (dmload_fk_add(conn, tg->t.qualified, dmpg_value(tg->bulk_fk, j, 0), dmpg_value(tg->bulk_fk, j, 1),
+			    tg->bulk_fk_late[j]) < 0) {
 				dm_err("the loaded rows break foreign key %s; nothing was loaded, the table is left empty"
 				    " with its indexes and constraints: %s", dmpg_value(tg->bulk_fk, j, 0), dmpg_last_error());
 				goto out;

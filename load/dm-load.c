@@ -346,8 +346,12 @@ apply_parked(PGconn *conn, target *tgs, int ntg)
 		}
 		dmpg_clear(res);
 	}
-	if (dmload_triggers_switch(conn, tgs, ntg, 1) < 0 || dmload_apply_deletes(conn, tgs, ntg, 1) < 0 ||
-	    dmload_triggers_switch(conn, tgs, ntg, 0) < 0)
+	if (dmload_triggers_switch(conn, tgs, ntg, 1) < 0)
+		return DM_EXIT_FAIL;
+	int del = dmload_apply_deletes(conn, tgs, ntg, 1);
+	if (del < 0)
+		return del == -2 ? DM_EXIT_LOCKED : DM_EXIT_FAIL;
+	if (dmload_triggers_switch(conn, tgs, ntg, 0) < 0)
 		return DM_EXIT_FAIL;
 	for (int i = 0; i < ntg; i++) {
 		char n[32];

@@ -21,6 +21,20 @@
 
 #define MAX_TARGETS 16
 
+/*
+ * A foreign key (alias f) that the bulk load (and --apply-deletes) may drop and add back
+ * with pg_get_constraintdef: validated (adding back one NOT VALID would leave the
+ * loaded rows unchecked), its own and not a partition's copy of its parent's,
+ * uncommented, with its triggers enabled as ADD CONSTRAINT makes them, and
+ * pointing at columns this role may reference (ADD CONSTRAINT checks it).
+ */
+#define DMLOAD_FK_DROPPABLE \
+	"f.contype = 'f' AND f.convalidated AND f.conparentid = 0" \
+	" AND pg_catalog.obj_description(f.oid, 'pg_constraint') IS NULL" \
+	" AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgconstraint = f.oid AND t.tgenabled <> 'O')" \
+	" AND (SELECT pg_catalog.bool_and(pg_catalog.has_column_privilege(f.confrelid, a.n, 'REFERENCES'))" \
+	"   FROM pg_catalog.unnest(f.confkey) AS a(n))"
+
 typedef struct target {
 	const char *table_arg;
 	char *entity;
@@ -126,9 +140,11 @@ int dmload_park_deletes(PGconn *conn, target *tg, uint64_t *parked);
 /*
  * Deletes the parked keys of all targets in one statement, then forgets
  * them: with only_ready (--apply-deletes) those marked ready by a stream
- * that ended with a verified trailer; otherwise only those this load parked
+ * that ended with a verified trailer, foreign keys without an index on
+ * their referencing columns dropped for the delete and added back checked
+ * where the role owns the tables; otherwise only those this load parked
  * itself. Refuses more than --max-delete-share unless --force. In the
- * caller's transaction. 0, or -1 after printing why.
+ * caller's transaction. 0; -1 after printing why; -2 for a lost lease.
  */
 int dmload_apply_deletes(PGconn *conn, target *tgs, int ntg, int only_ready);
 
@@ -146,6 +162,13 @@ int dmload_use_direct(PGconn *conn, target *tgs, int ntg);
  * apply. Returns an exit status; on failure the caller rolls back.
  */
 int dmload_load_bulk(PGconn *conn, target *tgs, int ntg, int *fallback);
+/*
+ * Adds foreign key name to table (quoted and qualified) from its
+ * pg_get_constraintdef text, checked over all rows by one query; with
+ * drop_first drops the key of that name in the same statement. Quiet: 0, or
+ * -1 with the error in dmpg_last_error for the caller to report.
+ */
+int dmload_fk_add(PGconn *conn, const char *table, const char *name, const char *def, int drop_first);
 
 /* rejects.c */
 
