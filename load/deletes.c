@@ -24,22 +24,6 @@ dmload_park_deletes(PGconn *conn, target *tg, uint64_t *parked)
 }
 
 /*
- * A foreign key (alias f) whose referencing columns lead a valid, whole
- * btree or hash index of its table (in any order): PostgreSQL finds a
- * deleted row's children through it instead of scanning the child table.
- */
-#define FK_LEADING_KEYS \
-	"(pg_catalog.string_to_array(x.indkey::pg_catalog.text, ' ')::pg_catalog.int2[])" \
-	"[1:pg_catalog.cardinality(f.conkey)]"
-#define FK_INDEXED \
-	"EXISTS (SELECT 1 FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid" \
-	" JOIN pg_catalog.pg_am am ON am.oid = i.relam WHERE x.indrelid = f.conrelid AND x.indisvalid" \
-	" AND x.indpred IS NULL AND am.amname IN ('btree', 'hash')" \
-	" AND x.indnkeyatts >= pg_catalog.cardinality(f.conkey)" \
-	" AND " FK_LEADING_KEYS " OPERATOR(pg_catalog.@>) f.conkey" \
-	" AND " FK_LEADING_KEYS " OPERATOR(pg_catalog.<@) f.conkey)"
-
-/*
  * --apply-deletes deletes parents after their children (dm-migrate applies
  * them in reverse foreign-key order). A foreign key without an index on its
  * referencing columns makes PostgreSQL scan the child table once per
@@ -76,7 +60,7 @@ fk_drop(PGconn *conn, target *tgs, int ntg, const uint64_t *pending, PGresult **
 		    " JOIN pg_catalog.pg_class r ON r.oid = f.confrelid"
 		    " WHERE f.confrelid = $1::pg_catalog.regclass AND " DMLOAD_FK_DROPPABLE
 		    " AND f.confdeltype IN ('a', 'r') AND r.relkind = 'r' AND pg_catalog.pg_has_role(r.relowner, 'USAGE')"
-		    " AND c.relkind = 'r' AND pg_catalog.pg_has_role(c.relowner, 'USAGE') AND NOT " FK_INDEXED
+		    " AND c.relkind = 'r' AND pg_catalog.pg_has_role(c.relowner, 'USAGE') AND NOT " DMPG_FK_INDEXED
 		    " ORDER BY f.conrelid, f.conname", 1, p);
 		if (fks[i] == NULL)
 			goto out;
