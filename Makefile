@@ -1,7 +1,11 @@
 # dm - differential migration for PostgreSQL.
 # make            build bin/
 # make check      unit tests and bats suites against throwaway clusters
-# make demo       migrate pagila on a throwaway local cluster
+# make demo       migrate pagila into a redesigned schema on a throwaway local cluster
+# make demo-copy  the zero-config copy of pagila
+# make unit       the unit test binaries only (no PostgreSQL needed; the image build runs it)
+# make image      the container image (docker, else podman or buildah); IMAGE=dm:VERSION
+# make image-test build it with podman from a local Debian base and migrate Pagila with it
 # make install    PREFIX=/usr/local DESTDIR=
 
 PREFIX ?= /usr/local
@@ -80,9 +84,31 @@ check: all $(UNIT_TESTS) bin/test-fuzz-smoke
 	@scripts/check-deps check
 	@PATH="$(CURDIR)/bin:$$PATH" tests/run-all
 
+# The unit tests alone: what the image's builder stage runs (no PostgreSQL there).
+unit: all $(UNIT_TESTS)
+	@tests/run-all $(UNIT_TESTS)
+
+# The container image. The version comes from git (the build context has no .git).
+DM_VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+IMAGE ?= dm:$(DM_VERSION)
+image:
+	@scripts/image-build $(IMAGE)
+
+# Build the image with podman from an mmdebstrap'ed base and run what it holds (slow).
+image-test:
+	@scripts/check-deps image
+	@scripts/image-test
+
+# make demo: the examples/pagila migration (DEMO_KEEP=0: end and clean up, as CI does;
+# by default, at a terminal, the cluster stays up until Ctrl-C). make demo-copy: the
+# zero-config copy of Pagila into an identical empty schema.
 demo: all
 	@scripts/check-deps demo
-	@PATH="$(CURDIR)/bin:$$PATH" scripts/demo
+	@PATH="$(CURDIR)/bin:$$PATH" DEMO_KEEP=$(DEMO_KEEP) scripts/demo
+
+demo-copy: all
+	@scripts/check-deps demo
+	@PATH="$(CURDIR)/bin:$$PATH" scripts/demo-copy
 
 # The benchmark against raw COPY, pgcopydb, pgloader and pg_comparator (docs/benchmarks.md).
 bench: all
@@ -105,7 +131,7 @@ lint-man:
 clean:
 	rm -rf build bin
 
-.PHONY: all deps check demo bench faults install lint-man clean FORCE
+.PHONY: all deps check unit image image-test demo demo-copy bench faults install lint-man clean FORCE
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # Fuzzing (clang's libFuzzer): `make fuzz FUZZ_SECONDS=600`; `make fuzz-smoke` runs in check.

@@ -452,7 +452,8 @@ main(int argc, char **argv)
 			usage();
 		const char *ci = dm_conninfo(db, db_env);
 		dmpg_application_name = "dm-extract snapshot";
-		return ci == NULL ? DM_EXIT_USAGE : hold_snapshot(ci);
+		/* A holder whose connection was lost fails transiently, like every other part. */
+		return ci == NULL ? DM_EXIT_USAGE : dmpg_exit_code(hold_snapshot(ci));
 	}
 	if (spec_path != NULL) {
 		/* A spec entity: read in the destination's shape, both catalogs needed. */

@@ -18,8 +18,11 @@ teardown_file() {
 
 @test "bad arguments: usage line and exit 2" {
     run -2 dm-cat --bogus
+    assert_output "usage: dm-cat [-q] [-v] [FILE]"
     run -2 dm-cat a b
+    assert_output "usage: dm-cat [-q] [-v] [FILE]"
     run -1 dm-cat /nonexistent
+    assert_output "dm-cat: cannot open /nonexistent: No such file or directory"
 }
 
 @test "header, rows and trailer as JSON lines; NULL, empty, bytea and escapes kept apart" {

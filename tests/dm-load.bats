@@ -40,10 +40,14 @@ setup_file() {
     dm_createdb l_empty l_src
     dm_psql l_empty "TRUNCATE public.big, public.kid, public.ca, public.cb, public.slow"
     # A trigger that sleeps while public.nap has a row: a statement of dm-load as long as
-    # the test wants.
+    # the test wants. Each firing is logged in public.nap_log (as the function's owner, so
+    # that a loading role needs no right on it); a rolled back load leaves no log row.
     dm_psql l_empty "CREATE TABLE public.nap (secs float8)" \
-        "CREATE FUNCTION public.nap() RETURNS trigger LANGUAGE plpgsql AS
-            \$\$ BEGIN PERFORM pg_catalog.pg_sleep(secs) FROM public.nap; RETURN NEW; END \$\$" \
+        "CREATE TABLE public.nap_log (tab text, id bigint)" \
+        "CREATE FUNCTION public.nap() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+            SET search_path = pg_catalog AS
+            \$\$ BEGIN INSERT INTO public.nap_log VALUES (TG_TABLE_NAME, NEW.id);
+            PERFORM pg_catalog.pg_sleep(secs) FROM public.nap; RETURN NEW; END \$\$" \
         "CREATE TRIGGER nap BEFORE INSERT OR UPDATE ON public.slow FOR EACH ROW WHEN (NEW.id = 500)
             EXECUTE FUNCTION public.nap()" \
         "CREATE TRIGGER nap BEFORE INSERT ON public.kid FOR EACH ROW WHEN (NEW.id = 15000)
@@ -72,6 +76,35 @@ wait_nap() {
     done
     echo "no dm-load backend ever slept in the nap trigger" >&2
     return 1
+}
+
+# wait_for WHAT SQL: until SQL, run in l_dst, prints t (60 s at most; an error, such as
+# a table dm-load has not made yet, counts as not yet).
+wait_for() {
+    local deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)); do
+        [ "$(dm_psql l_dst "$2" 2>/dev/null)" = t ] && return 0
+        sleep 0.05
+    done
+    echo "waited 60 s for $1 in vain ($2); replay: bats tests/dm-load.bats -f '$BATS_TEST_DESCRIPTION'" >&2
+    return 1
+}
+
+# stall_start MODE TABLE: another session takes a MODE lock on TABLE in l_dst and keeps
+# it until stall_end, whatever the machine's speed; returns once the lock is granted.
+stall_start() {
+    PGAPPNAME=dm-test-stall "$DM_PSQL" -X -q -d "$(dm_conninfo l_dst)" \
+        -c "BEGIN; LOCK TABLE $2 IN $1 MODE; SELECT pg_sleep(600); COMMIT" >/dev/null 2>&1 3>&- &
+    STALL_PID=$!
+    wait_for "the $1 lock on $2" "SELECT count(*) = 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE a.application_name = 'dm-test-stall' AND l.relation = '$2'::regclass AND l.granted"
+}
+
+# stall_end: the stalling session goes, and its lock with it.
+stall_end() {
+    dm_psql l_dst "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+        WHERE application_name = 'dm-test-stall'" >/dev/null
+    wait "$STALL_PID" || true
 }
 
 teardown_file() {
@@ -115,7 +148,9 @@ setup() {
     kill -9 "$pid"
     wait "$pid" || true
     n=$(dm_psql l_dst "SELECT count(*) FROM public.big")
-    [ "$n" -gt 0 ] && [ "$n" -lt 200000 ]
+    # one test per line: under set -e, a false first test of `a && b` would not fail the test
+    [ "$n" -gt 0 ]
+    [ "$n" -lt 200000 ]
     [ $((n % 5000)) -eq 0 ]   # a batch boundary
     run -0 dm-ckpt --db-env DST show public.big
     assert_line "complete=false"
@@ -220,17 +255,25 @@ setup() {
 }
 
 @test "two loads of one entity at once: the second refuses (exit 6) or waits" {
-    dm-load -q --db-env DST --table public.big --batch-rows 2000 --no-bulk "$DIR/big.rows" &
+    # The first load holds the lease and waits for a lock on its first batch, for as long
+    # as the test needs, whatever the machine's speed.
+    stall_start SHARE public.big
+    dm-load -q --db-env DST --table public.big --batch-rows 2000 --no-bulk "$DIR/big.rows" 3>&- &
     pid=$!
-    for _ in $(seq 1 100); do
-        [ "$(dm_psql l_dst "SELECT count(*) FROM dm.lease" 2>/dev/null)" = 1 ] && break
-        sleep 0.05
-    done
-    run -6 dm-load --db-env DST --table public.big --wait 0 "$DIR/big.rows"
+    wait_for "the first load's lease" "SELECT count(*) = 1 FROM dm.lease"
+    wait_for "the first load to wait for the lock" "SELECT count(*) = 1 FROM pg_locks l
+        WHERE l.relation = 'public.big'::regclass AND NOT l.granted"
+    start=${EPOCHREALTIME/./}
+    run -6 timeout 60 dm-load --db-env DST --table public.big --wait 0 "$DIR/big.rows"
     assert_output --partial "another run is loading this entity"
-    run -0 dm-load --db-env DST --table public.big --wait 60 "$DIR/big.rows"
+    ms=$(((${EPOCHREALTIME/./} - start) / 1000))
+    ((ms < 15000)) || { echo "--wait 0 took $ms ms to refuse" >&2; false; }
+    [ "$(dm_row_count l_dst public.big)" = 0 ]
+    stall_end
+    run -0 dm-load --db-env DST --table public.big --wait 120 "$DIR/big.rows"
     assert_output "dm-load: public.big: insert=0 update=0 delete=0 unchanged=200000"
     wait "$pid"
+    dm_tables_equal l_src l_dst public.big
 }
 
 @test "a killed load's lease does not block the rerun" {
@@ -262,16 +305,21 @@ setup() {
 }
 
 @test "a live load holding the lease: --wait 0 refuses at once (exit 6), --wait waits for it" {
-    dm_psql l_dst "INSERT INTO public.slow VALUES (1, md5('1'))" "INSERT INTO public.nap VALUES (3)"
-    dm-load -q --db-env DST --table public.slow "$DIR/slow.rows" &
+    # The live load waits for a lock held until stall_end: a --wait 0 that waited for it
+    # would never end (timeout makes that a failure, exit 124, instead of a hang).
+    dm_psql l_dst "INSERT INTO public.slow VALUES (1, md5('1'))"
+    stall_start SHARE public.slow
+    dm-load -q --db-env DST --table public.slow "$DIR/slow.rows" 3>&- &
     pid=$!
-    wait_nap
-    start=$SECONDS
-    run -6 dm-load --db-env DST --table public.slow --wait 0 "$DIR/slow.rows"
+    wait_for "the live load's lease" "SELECT count(*) = 1 FROM dm.lease"
+    start=${EPOCHREALTIME/./}
+    run -6 timeout 60 dm-load --db-env DST --table public.slow --wait 0 "$DIR/slow.rows"
     assert_output --partial "another run is loading this entity"
-    ((SECONDS - start < 2))
-    dm_psql l_dst "DELETE FROM public.nap"
-    run -0 dm-load --db-env DST --table public.slow --wait 30 "$DIR/slow.rows"
+    # at once: well under the lease's 120 s, generous for a loaded machine
+    ms=$(((${EPOCHREALTIME/./} - start) / 1000))
+    ((ms < 15000)) || { echo "--wait 0 took $ms ms to refuse" >&2; false; }
+    stall_end
+    run -0 dm-load --db-env DST --table public.slow --wait 120 "$DIR/slow.rows"
     assert_output "dm-load: public.slow: insert=0 update=0 delete=0 unchanged=1000"
     wait "$pid"
     dm_tables_equal l_src l_dst public.slow
@@ -368,30 +416,30 @@ setup() {
 }
 
 @test "bulk load with --disable-triggers: the trigger does not fire and is back on, in its mode" {
-    dm_psql l_dst "INSERT INTO public.nap VALUES (60)" "ALTER TABLE public.kid ENABLE ALWAYS TRIGGER nap"
+    # ALWAYS: session_replication_role = replica would not stop it, only disabling it does.
+    dm_psql l_dst "ALTER TABLE public.kid ENABLE ALWAYS TRIGGER nap"
     before=$(kid_schema)
     run -0 dm-load -v --disable-triggers --db-env DST --table public.kid "$DIR/kid.rows"
     assert_output --partial "bulk load: rebuilt"
+    assert_equal "$(dm_psql l_dst "SELECT count(*) FROM public.nap_log")" 0
     [ "$(kid_schema)" = "$before" ]
+    dm_tables_equal l_src l_dst public.kid
+    # Back on: the same row inserted again by hand fires it, and it logs.
+    dm_psql l_dst "BEGIN; DELETE FROM public.kid WHERE id = 15000;
+        INSERT INTO public.kid VALUES (15000, 1, 1, 7500, 'c15000', md5('15000')); COMMIT"
+    assert_equal "$(dm_psql l_dst "SELECT tab || ':' || id FROM public.nap_log")" kid:15000
     dm_tables_equal l_src l_dst public.kid
 }
 
 @test "bulk load refused by the server (a lock it cannot get): rolled back quietly, loaded in batches" {
-    # another session reads the table; with lock_timeout, LOCK TABLE then fails
-    "$DM_PSQL" -X -q -d "$(dm_conninfo l_dst)" \
-        -c "BEGIN; SELECT count(*) FROM public.kid; SELECT pg_sleep(3); COMMIT" >/dev/null &
-    reader=$!
-    for _ in $(seq 1 100); do
-        [ "$(dm_psql l_dst "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-            WHERE d.datname = 'l_dst' AND l.relation = 'public.kid'::regclass")" = 1 ] && break
-        sleep 0.05
-    done
+    # another session reads the table until stall_end; with lock_timeout, LOCK TABLE fails
+    stall_start "ACCESS SHARE" public.kid
     before=$(kid_schema)
     PGOPTIONS="-c lock_timeout=200" run -0 dm-load -v --db-env DST --table public.kid "$DIR/kid.rows"
     assert_output --partial "no bulk load (query failed: ERROR:  canceling statement due to lock timeout): loading in batches"
     refute_line --regexp "^dm-load: public.kid: query failed"   # the refusal was not reported as an error
     assert_line "dm-load: public.kid: insert=20000 update=0 delete=0 unchanged=0"
-    wait "$reader"
+    stall_end
     [ "$(kid_schema)" = "$before" ]
     dm_tables_equal l_src l_dst public.kid
 }

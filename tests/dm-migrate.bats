@@ -73,6 +73,22 @@ big_pair() {
         "ANALYZE public.big"
 }
 
+# row_versions DB: for each table of public (partitions, not their parents), its name,
+# row count and a digest of every row's (ctid, xmin): any write to a row (an UPDATE to
+# the same values included) changes them. Read with SQL, not with dm.
+row_versions() {
+    local tables t sql="" sep=""
+    tables=$(dm_psql "$1" "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'
+        ORDER BY 1") || return 1
+    [[ -n "$tables" ]] || { echo "row_versions: no table in $1" >&2; return 1; }
+    while IFS= read -r t; do
+        sql+="$sep SELECT '$t', count(*), md5(string_agg(ctid::text || ' ' || xmin::text, ',' ORDER BY ctid)) FROM $t"
+        sep=" UNION ALL"
+    done <<<"$tables"
+    dm_psql "$1" "$sql ORDER BY 1"
+}
+
 # json_sql JSON EXPR: EXPR, SQL over the jsonb value j, evaluated by the test cluster
 # (PostgreSQL parses the JSON; a syntax error fails the test).
 json_sql() {
@@ -145,7 +161,11 @@ all_logfmt() {
 
 @test "run: a second run with nothing changed writes nothing" {
     migrated_pair again
+    local before
+    before=$(row_versions again_dst)
     run -0 dm-migrate run
+    # No row of any table was written: the same row versions, compared without dm.
+    assert_equal "$(row_versions again_dst)" "$before"
     local rid
     rid=$(dm_psql again_dst "SELECT run_id FROM dm.run ORDER BY started_at DESC LIMIT 1")
     # dm-load's own counts, recorded per entity under the run id.
@@ -573,14 +593,17 @@ SQL
     cmd="$(printf '%q ' env "PATH=$PATH" "DM_SOURCE=$DM_SOURCE" "DM_DEST=$DM_DEST" \
         dm-migrate --batch-rows 500 run public.big public.actor)"
     tmux -S "$sock" new-session -d -x 160 -y 24 "$cmd; echo \"exit status \$?\"; sleep 60" 3>&-
-    for ((i = 0; i < 100; i++)); do
+    # Both waits end on what the screen shows; their bounds (5 min) are only against a
+    # hang, far beyond what the run takes on a loaded machine.
+    for ((i = 0; i < 3000; i++)); do
         screen=$(tmux -S "$sock" capture-pane -p)
         [[ "$screen" =~ public\.big\ +full\ +compare\ +[0-9,]+\ of\ ~300,000\ rows\ \([0-9]+%\)\ +[0-9,]+\ rows/s\ +ETA\ [0-9]+:[0-9]{2} ]] && break
+        [[ "$screen" == *"exit status "* ]] && break
         sleep 0.1
     done
     echo "$screen"
     [[ "$screen" =~ ETA\ [0-9]+:[0-9]{2} ]]
-    for ((i = 0; i < 200; i++)); do
+    for ((i = 0; i < 3000; i++)); do
         screen=$(tmux -S "$sock" capture-pane -p)
         [[ "$screen" == *"exit status "* ]] && break
         sleep 0.1
@@ -628,18 +651,26 @@ SQL
     dm_tables_equal retry_src retry_dst public.language
 }
 
-@test "retries: the server down when a run starts and back a second later" {
+@test "retries: the server down when a run starts and back after its first failed attempt" {
     pair down
+    local err=$BATS_TEST_TMPDIR/down.err mig i rc=0
     # Little to replay after the crash, so that the server is back quickly.
     dm_psql postgres "CHECKPOINT"
     cluster_kill "$DM_TEST_DIR"
-    { sleep 1; cluster_restart "$DM_TEST_DIR"; } 3>&- &
-    local restarter=$!
-    run --separate-stderr dm-migrate run public.actor public.category
-    wait "$restarter"
-    echo "$stderr"
-    assert_success
-    [[ "$stderr" =~ event=retry\ status=7\ attempt=1\ retries=3\ delay_s=1 ]]
+    # The server comes back once the run has failed once and waits to retry (not after a
+    # fixed delay); --retries 5 leaves it 1+2+4+8+16 s to be back, crash recovery included.
+    dm-migrate --retries 5 run public.actor public.category 2>"$err" 3>&- &
+    mig=$!
+    for ((i = 0; i < 1200; i++)); do
+        grep -q ' event=retry ' "$err" && break
+        kill -0 "$mig" 2>/dev/null || break
+        sleep 0.05
+    done
+    cluster_restart "$DM_TEST_DIR"
+    wait "$mig" || rc=$?
+    cat "$err"
+    ((rc == 0)) || { echo "dm-migrate exited $rc; replay: bats tests/dm-migrate.bats -f 'server down when a run starts'" >&2; false; }
+    grep -Eq 'event=retry status=7 attempt=1 retries=5 delay_s=1( |$)' "$err"
     dm_tables_equal down_src down_dst public.actor
     dm_tables_equal down_src down_dst public.category
 }
@@ -670,20 +701,29 @@ SQL
     run -1 dm-migrate -v --source "$src" --dest "$dst" run public.nosuchtable
     refute_output --partial "$secret"
     # While a run is going on, no process has the password in its command line
-    # (dm-migrate itself neither, given the connections in the environment).
-    local sniff=$BATS_TEST_TMPDIR/cmdlines
+    # (dm-migrate itself neither, given the connections in the environment). Every
+    # process's command line, as "/proc/PID/cmdline:ARGV", sampled until the run exits;
+    # only lines that name a dm program or hold the secret's tail are kept (not the whole
+    # secret: the filter's own argv is sampled too). Bats's own argv names
+    # tests/dm-migrate.bats: the checks below match on the run's pid and on arguments
+    # only dm's programs have.
+    local sniff=$BATS_TEST_TMPDIR/cmdlines samples=0 tail=${secret: -4}
+    : >"$sniff"
     DM_SOURCE=$src DM_DEST=$dst dm-migrate -q --full run 3>&- &
-    local mig=$! i
-    for ((i = 0; i < 40; i++)); do
-        cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' >>"$sniff"
-        echo >>"$sniff"
-        kill -0 "$mig" 2>/dev/null || break
-        sleep 0.05
+    local mig=$! deadline=$((SECONDS + 300))
+    while kill -0 "$mig" 2>/dev/null; do
+        grep -a '' /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' |
+            grep -a -e 'dm-' -e "$tail" >>"$sniff" || true
+        samples=$((samples + 1))
+        ((SECONDS < deadline)) || { echo "the run did not end in 300 s; replay: bats tests/dm-migrate.bats -f 'passwords never appear'" >&2; false; }
+        sleep 0.01
     done
     wait "$mig"
-    # The sampling did see the run and its children.
-    grep -q 'dm-migrate' "$sniff"
-    grep -q -- '--db-env DM_SOURCE' "$sniff"
+    echo "# $samples samples of every process's command line" >&3
+    # The sampling did see the run itself, and its children with their --db-env.
+    grep -q "^/proc/$mig/cmdline:.*dm-migrate -q --full run" "$sniff"
+    grep -q -- 'dm-extract --db-env DM_SOURCE' "$sniff"
+    grep -q -- 'dm-load --db-env DM_DEST' "$sniff"
     run grep -c -- "$secret" "$sniff"
     assert_output 0
 }

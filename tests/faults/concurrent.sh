@@ -107,12 +107,31 @@ finish() { # finish KIND N DIR BAD
 }
 
 # stall_start DB: a SHARE lock on fx.order_line in DB, held until stall_end, stalls
-# any load of it (its COPY waits) while the loader holds the entity's lease.
+# any load of it (its COPY waits) while the loader holds the entity's lease. Returns
+# once the lock is granted (fails if it is not within 60 s): a run started before that
+# could load the table first.
 STALL_PID=""
 stall_start() {
+    local i n
     PGAPPNAME=fx-lock "$DM_PSQL" -X -q -d "$(fx_ci dst "$1")" \
         -c "BEGIN; LOCK TABLE fx.order_line IN SHARE MODE; SELECT pg_sleep(120); COMMIT" >/dev/null 2>&1 &
     STALL_PID=$!
+    for ((i = 0; i < 1200; i++)); do
+        n=$(fx_psql dst "$1" "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE a.application_name = 'fx-lock' AND l.granted AND l.mode = 'ShareLock'
+            AND l.relation = 'fx.order_line'::regclass") || return 1
+        [[ "$n" == 1 ]] && return 0
+        kill -0 "$STALL_PID" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# holds_of DB: how many 'dm-ckpt hold' connections (one per run holding or waiting
+# for its entities) DB has.
+holds_of() {
+    fx_psql dst postgres "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dm-ckpt hold'
+        AND datname = '$1'"
 }
 
 stall_end() {
@@ -127,7 +146,7 @@ trial_refuse() {
     fx_createdb dst fx_c fx_empty_tpl && instrument fx_c && fx_use fx_src fx_c || { fx_fail "setup"; return; }
     # A SHARE lock on fx.order_line, held for a while, stalls A's first batch there while
     # A holds the entity's lease: B then comes while A is certainly loading it.
-    stall_start fx_c
+    stall_start fx_c || bad+="the harness's lock on fx.order_line was not granted within 60 s; "
     fx_start "$d/a.log" dm-migrate -q --batch-rows "$BATCH" run
     a=$FX_SID
     if ! wait_lease_on fx_c fx.order_line "$a"; then
@@ -156,21 +175,43 @@ trial_refuse() {
 }
 
 trial_wait() {
-    local n=$1 d a b rca rcb bad=""
+    local n=$1 d a b rca rcb bad="" i h runs
     d=$(fx_trial_dir concurrent-wait "$n")
     fx_createdb dst fx_c fx_empty_tpl && instrument fx_c && fx_use fx_src fx_c || { fx_fail "setup"; return; }
+    # A is stalled on fx.order_line (the harness's lock) while it holds its entities, so
+    # B certainly comes while A runs, and must wait for A's hold instead of loading.
+    stall_start fx_c || bad+="the harness's lock on fx.order_line was not granted within 60 s; "
     fx_start "$d/a.log" dm-migrate -q --batch-rows "$BATCH" run
     a=$FX_SID
-    fx_sleep_ms "$(fx_rand 0 "${FX_CALIB[initial]}")"
+    wait_lease_on fx_c fx.order_line "$a" || bad+="run A ended before it held the lease of fx.order_line; "
     fx_start "$d/b.log" dm-migrate -q --batch-rows "$BATCH" --wait 300 --full --delete run
     b=$FX_SID
+    # B waiting: its hold's connection is up beside A's (within 60 s), and for a while
+    # after, B is still there and has written nothing.
+    for ((i = 0; i < 1200; i++)); do
+        h=$(holds_of fx_c) || { bad+="cannot count the holds; "; break; }
+        ((h >= 2)) && break
+        fx_alive "$b" || break
+        sleep 0.05
+    done
+    ((${h:-0} >= 2)) || bad+="run B's hold never connected beside A's (holds: ${h:-?}); B: $(tail -n 2 "$d/b.log" | tr '\n' ' '); "
+    fx_sleep_ms "$(fx_rand 200 1000)"
+    fx_alive "$b" || bad+="run B ended while A still held the entities (it did not wait): $(tail -n 2 "$d/b.log" | tr '\n' ' '); "
+    runs=$(fx_psql dst fx_c "SELECT count(DISTINCT run_id) FROM public.ckpt_log") || runs="?"
+    ((runs <= 1)) 2>/dev/null || bad+="while A was stalled, $runs runs wrote checkpoints (B did not wait); "
+    stall_end
     fx_wait_pid "$a" 300
     rca=$?
     fx_wait_pid "$b" 600
     rcb=$?
     ((rca == 0)) || bad+="run A exited $rca: $(tail -n 2 "$d/a.log" | tr '\n' ' '); "
     ((rcb == 0)) || bad+="run B (--wait 300) exited $rcb: $(tail -n 2 "$d/b.log" | tr '\n' ' '); "
-    [[ "$(runs_of fx_c fx.order_line)" == 2 ]] && WAITED[wait]=$((${WAITED[wait]:-0} + 1))
+    runs=$(runs_of fx_c fx.order_line) || runs="?"
+    if [[ "$runs" == 2 ]]; then
+        WAITED[wait]=$((${WAITED[wait]:-0} + 1))
+    else
+        bad+="fx.order_line was written by $runs run(s), not 2 (A, then B after waiting); "
+    fi
     finish wait "$n" "$d" "$bad"
 }
 
@@ -188,7 +229,7 @@ trial_load() {
     # A SHARE lock held for a while stalls A's first batch while A holds the lease, so
     # that B certainly comes while A loads (a small table loads in a blink otherwise).
     # --no-bulk: batches (a bulk load of the empty table would be one transaction).
-    stall_start fx_c
+    stall_start fx_c || bad+="the harness's lock on fx.order_line was not granted within 60 s; "
     fx_start "$d/a.log" dm-load --db-env DM_DEST --table fx.order_line --batch-rows "$BATCH" --no-bulk "$f"
     a=$FX_SID
     wait_lease_on fx_c fx.order_line "$a" || bad+="load A ended before it held the lease; "
@@ -244,7 +285,9 @@ trial_deferred() {
     local n=$1 d bad="" ex0 ex1 arc
     d=$(fx_trial_dir concurrent-deferred "$n")
     fx_createdb dst fx_c fx_drift_tpl && fx_use fx_src fx_c || { fx_fail "setup"; return; }
-    ex0=$(fx_psql dst fx_c "SELECT count(*) FROM fx.blob WHERE name LIKE 'zz-extra-%'")
+    ex0=$(fx_psql dst fx_c "SELECT count(*) FROM fx.blob WHERE name LIKE 'zz-extra-%'") || ex0="?"
+    # The trial means something only if there are rows to delete.
+    [[ "$ex0" =~ ^[1-9][0-9]*$ ]] || bad+="the drift template has no row only in the destination to delete (count: $ex0); "
     dm-diff --delete <(dm-extract --db-env DM_SOURCE --table fx.blob) \
         <(dm-extract --db-env DM_DEST --table fx.blob --hashes) 2>"$d/diff1.err" |
         dm-load --db-env DM_DEST --table fx.blob --defer-deletes --run-id "R1-$n" 2>"$d/load1.err" ||
@@ -255,19 +298,25 @@ trial_deferred() {
         bad+="R2's load failed: $(cat "$d/load2.err"); "
     dm-load --db-env DM_DEST --table fx.blob --apply-deletes --run-id "R1-$n" 2>"$d/apply.err"
     arc=$?
-    ex1=$(fx_psql dst fx_c "SELECT count(*) FROM fx.blob WHERE name LIKE 'zz-extra-%'")
+    ex1=$(fx_psql dst fx_c "SELECT count(*) FROM fx.blob WHERE name LIKE 'zz-extra-%'") || ex1="?"
+    [[ "$ex1" =~ ^[0-9]+$ ]] || bad+="cannot count the rows left to delete (got: $ex1); "
     FX_TRIALS_DONE=$((FX_TRIALS_DONE + 1))
     COUNT[deferred]=$((${COUNT[deferred]:-0} + 1))
     # R2's load voids R1's parked deletes (they were computed before it): R1's
     # --apply-deletes must then fail, saying so, rather than report success with the
     # deletes lost. (dm-migrate itself holds its entities from load to deletes, so no
     # other run's load can come between.)
-    if ((ex1 != 0)); then
+    if [[ ! "$ex1" =~ ^[0-9]+$ ]]; then
+        :   # said above
+    elif ((ex1 != 0)); then
         if ((arc != 0)) && grep -q "voided by run R2-$n" "$d/apply.err" && grep -q "voided .* deletes parked by run R1-$n" "$d/load2.err"; then
             REFUSED[deferred]=$((${REFUSED[deferred]:-0} + 1))
         else
             bad+="$ex1 of the $ex0 rows only in the destination are still there after R1's --apply-deletes (exit $arc: $(tail -n 1 "$d/apply.err")): R1's deferred deletes were lost when R2 loaded the entity, and nothing said so; "
         fi
+    elif ((arc == 0)); then
+        # Applied: fx.blob now holds exactly the source's rows.
+        fx_equal fx_src fx_c '^fx\.blob$' || bad+="after R1's deletes were applied: $FX_DIFF; "
     fi
     if [[ -n "$bad" ]]; then
         fx_fail "concurrent deferred #$n: $bad(logs: $d)"
@@ -285,7 +334,8 @@ trial_guard() {
     fx_createdb dst fx_c fx_drift_tpl && fx_use fx_src fx_c || { fx_fail "setup"; return; }
     fx_psql dst fx_c "INSERT INTO fx.blob SELECT 'zz-more-' || g, NULL, NULL, NULL
         FROM generate_series(1, (SELECT count(*) / 5 FROM fx.blob)) g" >/dev/null
-    ex0=$(fx_psql dst fx_c "SELECT count(*) FROM fx.blob WHERE name LIKE 'zz-%'")
+    ex0=$(fx_psql dst fx_c "SELECT count(*) FROM fx.blob WHERE name LIKE 'zz-%'") || ex0="?"
+    [[ "$ex0" =~ ^[1-9][0-9]*$ ]] || bad+="no row only in the destination to guard (count: $ex0); "
     fx_migrate "$d/delete.log" --full --delete run
     rc=$?
     ((rc == 1)) && grep -q "refusing to delete" "$d/delete.log" ||
@@ -294,8 +344,8 @@ trial_guard() {
     fx_migrate "$d/plain.log" "${force[@]}" run
     rc=$?
     ((rc == 0)) || bad+="dm-migrate ${force[*]} run (no --delete) after the refused --delete run exited $rc: $(fx_failed_msg "$d/plain.log" | cut -c1-200); "
-    ex1=$(fx_psql dst fx_c "SELECT count(*) FROM fx.blob WHERE name LIKE 'zz-%'")
-    ((ex1 == ex0)) || bad+="dm-migrate ${force[*]} run (no --delete) deleted $((ex0 - ex1)) row(s) of fx.blob; "
+    ex1=$(fx_psql dst fx_c "SELECT count(*) FROM fx.blob WHERE name LIKE 'zz-%'") || ex1="?"
+    [[ "$ex1" =~ ^[0-9]+$ && "$ex1" == "$ex0" ]] || bad+="dm-migrate ${force[*]} run (no --delete) changed the rows only in the destination of fx.blob ($ex0 before, $ex1 after); "
     fx_migrate "$d/force.log" --full --delete --force run || bad+="--full --delete --force run exited $?; "
     FX_TRIALS_DONE=$((FX_TRIALS_DONE + 1))
     COUNT[guard]=$((${COUNT[guard]:-0} + 1))

@@ -156,19 +156,39 @@ trial_files() {
         if [[ "$what" == extract && -s "$where/$what.out" ]]; then
             DM_DEST=$(fx_ci dst fx_f) dm-load --db-env DM_DEST --table fx.customer -q "$W/c.rows" 2>/dev/null
             DM_DEST=$(fx_ci dst fx_f) dm-load --db-env DM_DEST --table fx.orders -q "$W/o.rows" 2>/dev/null
-            DM_DEST=$(fx_ci dst fx_f) dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 -q \
+            DM_DEST=$(fx_ci dst fx_f) dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 --no-bulk -q \
                 "$where/$what.out" 2>"$W/err.load"
             local lrc=$?
             ((lrc == 3)) || bad+="the partial stream from a full disk loaded with exit $lrc, not 3: $(head -c 200 "$W/err.load"); "
-            local c
-            c=$(fx_psql dst fx_f "SELECT count(*) FROM fx.order_line")
-            ((c % 1000 == 0)) || bad+="the partial stream left $c rows: not a batch boundary; "
+            local out
+            out=$(landed_prefix fx_f) || bad+="the partial stream from a full disk: $out; "
         fi
     done
     if [[ -n "$bad" ]]; then
         fx_fail "diskfull files #$n ($where): $bad"
     fi
     fx_log "files #$n ($where): done"
+}
+
+# landed_prefix DSTDB: the rows of fx.order_line in DSTDB are exactly the source's first
+# N rows in key order (what a load cut short commits: whole batches of a stream ordered
+# by key), N a multiple of 1000 (the batch size); N may be 0. The loads it judges use
+# --no-bulk: a bulk load of the empty table is one transaction, and a cut one leaves no
+# row at all. Compared through psql COPY, no dm code; every query's own success is
+# checked first. On failure, says why; FX_PREFIX_LOG, if set, gets N.
+landed_prefix() {
+    local db=$1 n q
+    n=$(fx_psql dst "$db" "SELECT count(*) FROM fx.order_line") || { echo "cannot count fx.order_line"; return 1; }
+    [[ "$n" =~ ^[0-9]+$ ]] || { echo "fx.order_line's count is '$n'"; return 1; }
+    ((n % 1000 == 0)) || { echo "$n rows landed: not a batch boundary"; return 1; }
+    [[ -n "${FX_PREFIX_LOG:-}" ]] && echo "$n" >>"$FX_PREFIX_LOG"
+    q="COPY (SELECT * FROM fx.order_line ORDER BY order_id, line_no LIMIT $n) TO STDOUT;"
+    printf '%s\n%s\n' "$DM_FIXED_SETTINGS" "$q" | fx_psql src fx_src >"$W/prefix.src" ||
+        { echo "cannot read the source's rows"; return 1; }
+    printf '%s\n%s\n' "$DM_FIXED_SETTINGS" "$q" | fx_psql dst "$db" >"$W/prefix.dst" ||
+        { echo "cannot read the landed rows"; return 1; }
+    cmp -s "$W/prefix.src" "$W/prefix.dst" ||
+        { echo "the $n rows that landed are not the source's first $n: $(diff "$W/prefix.src" "$W/prefix.dst" | head -n 3 | cut -c1-150 | tr '\n' '|')"; return 1; }
 }
 
 trial_tee() {
@@ -181,13 +201,13 @@ trial_tee() {
         where="tmpfs"
         dm-extract --db-env DM_SOURCE --table fx.order_line 2>"$W/err.x" |
             tee "$MNT/d/tee.rows" 2>"$W/err.t" |
-            dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 -q 2>"$W/err.l"
+            dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 --no-bulk -q 2>"$W/err.l"
         st=("${PIPESTATUS[@]}")
     else
         where="ulimit -f"
         dm-extract --db-env DM_SOURCE --table fx.order_line 2>"$W/err.x" |
             bash -c 'ulimit -f 16; tee "$1" 2>"$2"' ulimit "$W/tee.rows" "$W/err.t" 2>/dev/null |
-            dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 -q 2>"$W/err.l"
+            dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 --no-bulk -q 2>"$W/err.l"
         st=("${PIPESTATUS[@]}")
     fi
     rc_x=${st[0]} rc_t=${st[1]} rc_l=${st[2]}
@@ -199,8 +219,7 @@ trial_tee() {
         fx_note "tee: tee went on to dm-load after its file filled (GNU tee): load complete"
     else
         ((rc_l == 3)) || bad+="dm-load exited $rc_l, not 3: $(head -c 200 "$W/err.l"); "
-        c=$(fx_psql dst fx_f "SELECT count(*) FROM fx.order_line")
-        ((c % 1000 == 0)) || bad+="$c rows landed: not a batch boundary; "
+        c=$(landed_prefix fx_f) || bad+="after the cut stream: $c; "
         ((rc_x != 0)) || bad+="dm-extract exited 0 although its reader died; "
         fx_note "tee: tee died (SIGXFSZ), dm-load saw a cut stream: exit 3 at a batch boundary"
     fi
@@ -236,8 +255,12 @@ trial_rejects() {
     if ((rc != 128 + 25)); then
         grep -qi 'no space left\|too large\|cannot write' "$W/err.r" || bad+="the error does not name the cause: $(tail -n 2 "$W/err.r" | tr '\n' '|'); "
     fi
-    ck=$(fx_psql dst fx_f "SELECT coalesce(bool_or(complete)::text, 'none') FROM dm.checkpoint WHERE entity = 'fx.category'" 2>/dev/null)
-    [[ "$ck" != true ]] || bad+="the checkpoint is complete although refused rows were not saved; "
+    # The query's own success first: a failed query would print nothing, unlike "true".
+    if ck=$(fx_psql dst fx_f "SELECT coalesce(bool_or(complete)::text, 'none') FROM dm.checkpoint WHERE entity = 'fx.category'" 2>&1); then
+        [[ "$ck" == false || "$ck" == none ]] || bad+="the checkpoint is complete although refused rows were not saved ($ck); "
+    else
+        bad+="cannot read dm.checkpoint: $ck; "
+    fi
     [[ -n "$bad" ]] && fx_fail "diskfull rejects #$n ($where, exit $rc): $bad stderr: $(head -n 3 "$W/err.r" | tr '\n' '|')"
     fx_log "rejects #$n ($where): exit $rc: $(tail -n 1 "$W/err.r")"
 }
@@ -276,14 +299,13 @@ trial_pipe() {
         DM_DEST=$(fx_ci dst fx_f) dm-load --db-env DM_DEST --table fx.orders -q "$W/o.rows" || { fx_fail "pipe: parents"; return; }
     cut=$(fx_rand 0 "$(stat -c %s "$W/ol.rows")")
     dm-extract --db-env DM_SOURCE --table fx.order_line 2>"$W/err.x" | head -c "$cut" |
-        dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 -q 2>"$W/err.l"
+        dm-load --db-env DM_DEST --table fx.order_line --batch-rows 1000 --no-bulk -q 2>"$W/err.l"
     st=("${PIPESTATUS[@]}")
     KIND_N[pipe]=$((${KIND_N[pipe]:-0} + 1))
     FX_TRIALS_DONE=$((FX_TRIALS_DONE + 1))
     ((st[2] == 3)) || bad+="dm-extract | head -c $cut | dm-load: dm-load exited ${st[2]}, not 3; "
     one_line "$W/err.l" dm-load || bad+="dm-load: not one line: $(head -c 300 "$W/err.l" | tr '\n' '|'); "
-    c=$(fx_psql dst fx_f "SELECT count(*) FROM fx.order_line")
-    ((c % 1000 == 0)) || bad+="$c rows landed: not a batch boundary; "
+    c=$(landed_prefix fx_f) || bad+="after dm-extract | head -c $cut | dm-load: $c; "
     [[ -n "$bad" ]] && fx_fail "diskfull pipe #$n: $bad"
 }
 

@@ -497,14 +497,16 @@ fx_equal() {
 fx_dest_sane() {
     local db=$1 out
     out=$(fx_psql dst "$db" "SELECT string_agg(tgname || '=' || tgenabled::text, ',') FROM pg_trigger
-        WHERE NOT tgisinternal AND tgrelid = 'fx.orders'::regclass")
+        WHERE NOT tgisinternal AND tgrelid = 'fx.orders'::regclass") || { echo "cannot read the trigger state"; return 1; }
     [[ "$out" == "fx_touch=O" ]] || { echo "trigger state after the run: $out (expected fx_touch=O)"; return 1; }
-    out=$(fx_psql dst "$db" "SELECT count(*) FROM dm.pending_delete")
+    out=$(fx_psql dst "$db" "SELECT count(*) FROM dm.pending_delete") || { echo "cannot count dm.pending_delete"; return 1; }
     [[ "$out" == 0 ]] || { echo "$out parked delete(s) left in dm.pending_delete"; return 1; }
-    out=$(fx_psql dst "$db" "SELECT count(*) FROM dm.lease")
+    out=$(fx_psql dst "$db" "SELECT count(*) FROM dm.lease") || { echo "cannot count dm.lease"; return 1; }
     [[ "$out" == 0 ]] || { echo "$out lease(s) left in dm.lease"; return 1; }
-    out=$(fx_psql dst "$db" "SELECT string_agg(entity, ' ') FROM dm.checkpoint WHERE NOT complete")
-    [[ -z "$out" ]] || { echo "incomplete checkpoint(s) after a successful run: $out"; return 1; }
+    # The query's own success first: a failed query prints nothing, like no incomplete row.
+    out=$(fx_psql dst "$db" "SELECT coalesce(string_agg(entity, ' '), '<none>') FROM dm.checkpoint WHERE NOT complete") ||
+        { echo "cannot read dm.checkpoint"; return 1; }
+    [[ "$out" == "<none>" ]] || { echo "incomplete checkpoint(s) after a successful run: $out"; return 1; }
     return 0
 }
 
@@ -563,6 +565,49 @@ fx_start() {
     setsid bash -c 'timeout -k 10 "$0" "$@"; exit $?' "$FX_RUN_TIMEOUT" "$@" \
         </dev/null >"$log" 2>&1 3>&- &
     FX_SID=$!
+}
+
+# fx_stall DSTDB SIDE...: ACCESS EXCLUSIVE locks on fx.order_line, the largest table, on
+# each SIDE (src: in fx_src; dst: in DSTDB), held by the harness (application_name
+# fx-lock) until fx_stall_end or a server stop; returns once all are granted (fails
+# after 60 s). A run's pipeline of that table then waits there, its processes alive:
+# what a trial that aims at a short-lived stage falls back on when a loaded machine
+# keeps missing it.
+FX_STALL_PIDS=()
+fx_stall() {
+    local dst=$1 side db i n ok
+    shift
+    for side in "$@"; do
+        db=$dst
+        [[ "$side" == src ]] && db=fx_src
+        PGAPPNAME=fx-lock "$DM_PSQL" -X -q -d "$(fx_ci "$side" "$db")" \
+            -c "BEGIN; LOCK TABLE fx.order_line IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(300); COMMIT" >/dev/null 2>&1 &
+        FX_STALL_PIDS+=($!)
+    done
+    for ((i = 0; i < 1200; i++)); do
+        ok=0
+        for side in "$@"; do
+            n=$(fx_psql "$side" postgres "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE a.application_name = 'fx-lock' AND l.granted AND l.mode = 'AccessExclusiveLock'
+                AND l.locktype = 'relation'") || return 1
+            ((n >= 1)) && ok=$((ok + 1))
+        done
+        ((ok == $#)) && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# fx_stall_end: release fx_stall's locks (a server that is down has released them).
+fx_stall_end() {
+    local side
+    for side in src dst; do
+        fx_psql "$side" postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE application_name = 'fx-lock'" >/dev/null 2>&1
+    done
+    ((${#FX_STALL_PIDS[@]})) && wait "${FX_STALL_PIDS[@]}" 2>/dev/null
+    FX_STALL_PIDS=()
+    return 0
 }
 
 # fx_trial_dir FAULT N: a fresh directory for a trial's logs.

@@ -80,10 +80,16 @@ stage_of() {
     echo "$3 ${t:-a table}"
 }
 
-# terminate SIDE: pg_terminate_backend on dm's connections there; how many.
+# terminate SIDE: pg_terminate_backend on dm's connections there. Prints how many,
+# then the application names of every client but the harness's own (spaces as _): a
+# connection dm left unnamed, or named otherwise, must show up there, not be filtered
+# out. One statement, so that the names are those of the backends it saw: a short-lived
+# connection cannot be terminated unseen, nor seen and gone before the terminate.
 terminate() {
-    fx_psql "$1" postgres "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-        WHERE application_name LIKE 'dm-%'"
+    fx_psql "$1" postgres "SELECT count(pg_terminate_backend(pid)) FILTER (WHERE application_name LIKE 'dm-%')
+            || coalesce(' ' || string_agg(DISTINCT replace(coalesce(nullif(application_name, ''), '(none)'), ' ', '_'), ' '), '')
+        FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+        AND application_name NOT IN ('fx-harness', 'fx-lock', 'fx-poll')"
 }
 
 # The helpers of a run, in the order the helper trials take them: "SIDE APPNAME STATE
@@ -181,10 +187,22 @@ trial() {
         dm-ckpt --db-env DM_DEST list >/dev/null || { fx_fail "$fault: dm-ckpt list failed before the trial"; return; }
         poll_start "$hside" "$happ" "$hstate" || { fx_fail "$fault: the polling loop did not start: $(cat "$POLL_OUT")"; return; }
     fi
+    # After two misses in a row (a loaded machine polls slower than a small table's
+    # extract or load lives), the largest table is locked on the side of the fault, so
+    # that its pipeline waits there, alive, for the fault; the fault itself (a stop or
+    # restart of that server) ends the lock.
+    local stalled=0
+    if ((MISS_STREAK >= 2)) && [[ "$fault" == dest-crash || "$fault" == src-restart ]]; then
+        fx_stall fx_k "$([[ "$fault" == dest-crash ]] && echo dst || echo src)" && stalled=1 ||
+            { fx_stall_end; fx_fail "$fault: the harness's lock was not granted"; return; }
+    fi
     fx_start "$d/run1.log" dm-migrate -q "${logfmt[@]}" "${RETRY[@]}" "${margs[@]}"
     sid=$FX_SID
     t0=$(fx_now_ms)
     delay=$(fx_rand 0 "${FX_CALIB[$mode]}")
+    # The clean run was timed once; on a machine whose load changed since, the delay
+    # can outlast the run: each miss in a row halves it, so that the moment comes.
+    delay=$((delay >> (MISS_STREAK < 10 ? MISS_STREAK : 10)))
     [[ "$fault" == helper ]] || fx_sleep_ms "$delay"
     case "$fault" in
         dest-crash)
@@ -216,20 +234,16 @@ trial() {
         terminate)
             side=$(case $((n % 3)) in 0) echo dst ;; 1) echo src ;; 2) echo both ;; esac)
             if wait_for "$sid" "$side"; then
-                local k=0 s a names
-                # Every client's name but the harness's own: a connection dm left
-                # unnamed (or named otherwise) must show up here, not be filtered out.
-                for s in src dst; do
-                    names=$(fx_psql "$s" postgres "SELECT DISTINCT replace(coalesce(nullif(application_name, ''), '(none)'), ' ', '_')
-                        FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-                        AND application_name NOT IN ('fx-harness', 'fx-lock', 'fx-poll')") ||
-                        bad+="cannot list the application names on $s; "
+                local k=0 s a out count names
+                for s in dst src; do
+                    [[ "$side" == both || "$side" == "$s" ]] || continue
+                    out=$(terminate "$s") || { bad+="cannot terminate on $s; "; continue; }
+                    read -r count names <<<"$out"
+                    k=$((k + count))
                     for a in $names; do
                         [[ " $APPNAMES_SEEN " == *" $a "* ]] || APPNAMES_SEEN+="$a "
                     done
                 done
-                [[ "$side" != src ]] && k=$((k + $(terminate dst)))
-                [[ "$side" != dst ]] && k=$((k + $(terminate src)))
                 ((k > 0)) && what="$k connection(s) of dm terminated on the $side side"
             fi
             ;;
@@ -243,6 +257,7 @@ trial() {
             ;;
     esac
     inj_ms=$(($(fx_now_ms) - t0))
+    ((stalled)) && fx_stall_end
     if [[ -z "$what" ]]; then
         # The run ended before the moment came: not a trial.
         { wait "$sid"; } 2>/dev/null
@@ -309,16 +324,17 @@ for fault in "${FAULTS[@]}"; do
     [[ "$fault" == helper ]] && ((want < ${#HELPERS[@]})) && want=${#HELPERS[@]}
     FAULT_INDEX=$((FAULT_INDEX + 1))
     FX_TRIALS_DONE=0 fails0=$FX_FAILS FX_ROWS=0 FX_NOTES=() FX_NOTE_ORDER=()
-    done_n=0 missed=0 n=0
+    done_n=0 missed=0 n=0 MISS_STREAK=0
     while ((done_n < want)); do
         TRIAL_MISSED=0
         trial "$fault" "$n"
         n=$((n + 1))
         if ((TRIAL_MISSED)); then
-            missed=$((missed + 1))
+            missed=$((missed + 1)) MISS_STREAK=$((MISS_STREAK + 1))
             ((missed > 3 * want + 5)) && { fx_fail "$fault: the moment never came in $missed runs"; break; }
             continue
         fi
+        MISS_STREAK=0
         done_n=$((done_n + 1))
     done
     note="exits ${EXITS[$fault]:-}"
