@@ -12,7 +12,7 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
 PKG_CONFIG ?= pkg-config
-PKGS = libpq msgpack libxxhash libcrypto
+PKGS = libpq msgpack libxxhash libcrypto jansson
 
 CC ?= cc
 CFLAGS ?= -O2 -g
@@ -26,14 +26,18 @@ PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(WARNINGS) -Ilib $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 
-LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c lib/mapping.c
+LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c lib/mapping.c lib/report.c
 LIB_OBJ = $(LIB_SRC:lib/%.c=build/lib/%.o)
 
 PROGS = bin/dm-extract bin/dm-entities bin/dm-diff bin/dm-cat bin/dm-load bin/dm-ckpt
+SERVE_OBJ = build/serve/dm-serve.o build/serve/api.o build/serve/run.o build/serve/events.o \
+	build/serve/cache.o build/serve/exec.o build/serve/db.o build/serve/assets.o
+SERVE_LIBS := $(shell $(PKG_CONFIG) --libs libmicrohttpd 2>/dev/null) -lpthread
+SERVE_CFLAGS := $(shell $(PKG_CONFIG) --cflags libmicrohttpd 2>/dev/null)
 SCRIPTS = bin/dm-migrate
 UNIT_TESTS = bin/test-stream bin/test-copytext bin/test-merge bin/test-spec
 
-all: deps $(PROGS) $(SCRIPTS)
+all: deps $(PROGS) bin/dm-serve $(SCRIPTS)
 
 deps:
 	@scripts/check-deps build
@@ -74,6 +78,22 @@ bin/test-spec: build/tests/unit/test-spec.o build/libdm.a
 $(PROGS) $(UNIT_TESTS): build/.flags
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter-out build/.flags,$^) $(PKG_LIBS)
+
+# The dashboard and the OpenAPI document live in the binary: dm-serve needs no files.
+build/serve/assets.c: serve/dashboard.html docs/openapi.json scripts/embed
+	@mkdir -p $(@D)
+	{ scripts/embed dashboard serve/dashboard.html && scripts/embed openapi docs/openapi.json; } >$@.tmp && mv $@.tmp $@
+
+build/serve/assets.o: build/serve/assets.c build/.flags
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+build/serve/%.o: serve/%.c build/.flags
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(SERVE_CFLAGS) -c -o $@ $<
+
+bin/dm-serve: $(SERVE_OBJ) build/libdm.a build/.flags
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(SERVE_OBJ) build/libdm.a $(PKG_LIBS) $(SERVE_LIBS)
 
 bin/dm-migrate: scripts/dm-migrate
 	@mkdir -p $(@D)

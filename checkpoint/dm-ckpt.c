@@ -4,6 +4,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "pg.h"
+#include "report.h"
 #include "state.h"
 
 #include <errno.h>
@@ -15,7 +16,7 @@
 #include <unistd.h>
 
 static const char usage_text[] =
-    "usage: dm-ckpt (--db CONNINFO | --db-env VAR) [-q] [-v] COMMAND [ARG...]\n"
+    "usage: dm-ckpt (--db CONNINFO | --db-env VAR) [--json] [-q] [-v] COMMAND [ARG...]\n"
     "\n"
     "Commands:\n"
     "  list                 ENTITY WATERMARK UPDATED_AT RUN_ID COMPLETE, one line each\n"
@@ -25,6 +26,9 @@ static const char usage_text[] =
     "  reset [ENTITY]       forget the checkpoint (all when no ENTITY): next run is full\n"
     "  runs [ENTITY]        recent runs: RUN_ID ENTITY STARTED FINISHED OUTCOME\n"
     "                       INSERTED UPDATED DELETED UNCHANGED\n"
+    "  status [ENTITY...]   per entity its checkpoint and last run, and the loads in\n"
+    "                       progress, as tables (with --json: the JSON report that\n"
+    "                       dm-migrate --json status and dm-serve print)\n"
     "  hold ENTITY...       hold the entities for one run: prints \"held\" once all\n"
     "                       are held (exit 6 if another run holds one), then holds\n"
     "                       them until signalled (TERM, INT, HUP) or its parent\n"
@@ -33,13 +37,15 @@ static const char usage_text[] =
     "  --db CONNINFO        destination connection string or URI\n"
     "  --db-env VAR         read it from environment variable VAR\n"
     "  --run-id ID          hold: the run that holds (default: hold/PID)\n"
-    "  --wait SECONDS       hold: wait that long for another run to let go (default 0)\n";
+    "  --wait SECONDS       hold: wait that long for another run to let go (default 0)\n"
+    "  --json               status: print JSON\n";
 
 static void
 usage(void)
 {
 	fputs("usage: dm-ckpt (--db CONNINFO | --db-env VAR) list | show ENTITY | watermark ENTITY |"
-	    " set ENTITY VALUE | reset [ENTITY] | runs [ENTITY] | [--run-id ID] [--wait SECONDS] hold ENTITY...\n", stderr);
+	    " set ENTITY VALUE | reset [ENTITY] | runs [ENTITY] | [--json] status [ENTITY...] |"
+	    " [--run-id ID] [--wait SECONDS] hold ENTITY...\n", stderr);
 	exit(DM_EXIT_USAGE);
 }
 
@@ -246,12 +252,14 @@ main(int argc, char **argv)
 	const char *run_id = NULL;
 	double wait_seconds = 0;
 	char owner[160];
-	enum { O_DB = 256, O_DBENV, O_RUNID, O_WAIT };
+	int json = 0;
+	enum { O_DB = 256, O_DBENV, O_RUNID, O_WAIT, O_JSON };
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, O_DB },
 		{ "db-env", required_argument, NULL, O_DBENV },
 		{ "run-id", required_argument, NULL, O_RUNID },
 		{ "wait", required_argument, NULL, O_WAIT },
+		{ "json", no_argument, NULL, O_JSON },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -262,6 +270,7 @@ main(int argc, char **argv)
 		case O_DB: db = optarg; break;
 		case O_DBENV: db_env = optarg; break;
 		case O_RUNID: run_id = optarg; break;
+		case O_JSON: json = 1; break;
 		case O_WAIT: {
 			char *end;
 			errno = 0;
@@ -298,6 +307,8 @@ main(int argc, char **argv)
 	} else if (strcmp(cmd, "hold") == 0) {
 		if (nargs < 2)
 			usage();
+	} else if (strcmp(cmd, "status") == 0) {
+		/* any number of entities */
 	} else {
 		usage();
 	}
@@ -364,6 +375,16 @@ main(int argc, char **argv)
 		if (res == NULL)
 			goto out;
 		dm_info("%s checkpoint(s) reset", dmpg_cmd_tuples(res));
+	} else if (strcmp(cmd, "status") == 0) {
+		json_t *st = dmreport_status(conn, argv + optind + 1, nargs - 1);
+		if (st == NULL)
+			goto out;
+		int w = json ? json_dumpf(st, stdout, JSON_COMPACT | JSON_REAL_PRECISION(15)) | (putchar('\n') == EOF) : dmreport_status_text(st, stdout);
+		json_decref(st);
+		if (w != 0) {
+			dm_err("cannot write the report: %s", strerror(errno));
+			goto out;
+		}
 	} else {
 		const char *sql =
 		    "SELECT run_id, entity, started_at::pg_catalog.text, finished_at::pg_catalog.text, outcome,"

@@ -1,0 +1,40 @@
+/*
+ * report.h - the reports read from the destination's dm schema, one
+ * implementation for the command line (dm-ckpt status, which dm-migrate status
+ * runs) and the service (dm-serve). Each builds a jansson object inside the
+ * caller's transaction; the caller owns it (json_decref).
+ */
+#ifndef DM_REPORT_H
+#define DM_REPORT_H
+
+#include "pg.h"
+
+#include <stdio.h>
+
+#include <jansson.h>
+
+/*
+ * The status report (dm-migrate(1), STATUS): per entity its checkpoint and last
+ * run, and the loads in progress. entities (n of them) filters; n == 0 is all.
+ * NULL after the error was printed.
+ */
+json_t *dmreport_status(PGconn *conn, char *const *entities, int n);
+/* Prints a status report as the three tables people read. 0, or -1 on a write error. */
+int dmreport_status_text(const json_t *status, FILE *out);
+
+/*
+ * Run history, newest first, one object per run id (dm.run holds a row per run
+ * and entity): limit runs started before the run id `before` (NULL: the newest).
+ */
+json_t *dmreport_runs(PGconn *conn, int limit, const char *before);
+/* One run with its entities; a JSON null when dm.run has no row of it. */
+json_t *dmreport_run(PGconn *conn, const char *run_id);
+
+/*
+ * Prints rows of tab-separated cells as aligned columns, two spaces apart;
+ * right_cols is a 0-terminated list of 1-based columns aligned to the right
+ * (numbers). Trailing blanks are dropped. The lines of text are the caller's.
+ */
+int dmreport_table(FILE *out, const char *prefix, char *const *lines, int nlines, const int *right_cols);
+
+#endif
