@@ -36,11 +36,15 @@ RUN apt-get update -qq \
         >/dev/null \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
  && useradd --system --uid 10001 --user-group --create-home --home-dir /home/dm \
-        --shell /usr/sbin/nologin dm
+        --shell /usr/sbin/nologin dm \
+ && install -d -o dm -g dm -m 0700 /var/lib/dm-serve
 COPY --from=builder /out/usr/local/ /usr/local/
 COPY docker/dm-entrypoint docker/dm-healthcheck /usr/local/bin/
 USER dm
 WORKDIR /home/dm
+# dm-serve's runs (request, log, exit status): a volume, so that they outlive the container.
+ENV DM_STATE_DIR=/var/lib/dm-serve
+VOLUME /var/lib/dm-serve
 EXPOSE 8420
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["dm-healthcheck", "127.0.0.1", "8420"]

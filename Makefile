@@ -31,7 +31,7 @@ LIB_OBJ = $(LIB_SRC:lib/%.c=build/lib/%.o)
 
 PROGS = bin/dm-extract bin/dm-entities bin/dm-diff bin/dm-cat bin/dm-load bin/dm-ckpt
 SERVE_OBJ = build/serve/dm-serve.o build/serve/api.o build/serve/run.o build/serve/events.o \
-	build/serve/cache.o build/serve/exec.o build/serve/db.o build/serve/assets.o
+	build/serve/cache.o build/serve/exec.o build/serve/db.o build/serve/parse.o build/serve/assets.o
 SERVE_LIBS := $(shell $(PKG_CONFIG) --libs libmicrohttpd 2>/dev/null) -lpthread
 SERVE_CFLAGS := $(shell $(PKG_CONFIG) --cflags libmicrohttpd 2>/dev/null)
 SCRIPTS = bin/dm-migrate
@@ -126,6 +126,11 @@ demo: all
 	@scripts/check-deps demo
 	@PATH="$(CURDIR)/bin:$$PATH" DEMO_KEEP=$(DEMO_KEEP) scripts/demo
 
+# make serve: the demo, then its cluster stays up with dm-serve on 127.0.0.1:8420 (Ctrl-C ends).
+serve: all
+	@scripts/check-deps demo
+	@PATH="$(CURDIR)/bin:$$PATH" DEMO_KEEP=1 scripts/demo
+
 demo-copy: all
 	@scripts/check-deps demo
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/demo-copy
@@ -133,6 +138,11 @@ demo-copy: all
 # The benchmark against raw COPY, pgcopydb, pgloader and pg_comparator (docs/benchmarks.md).
 bench: all
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench $(BENCH_ARGS)
+	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench-serve
+
+# dm-serve alone under load during a run: p99 latency and RSS (scripts/bench-serve).
+bench-serve: all
+	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench-serve $(BENCH_SERVE_ARGS)
 
 # The fault-injection scripts in full (make check runs them in reduced form).
 faults: all
@@ -140,7 +150,7 @@ faults: all
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
-	install -m 755 $(PROGS) $(SCRIPTS) $(DESTDIR)$(BINDIR)
+	install -m 755 $(PROGS) bin/dm-serve $(SCRIPTS) $(DESTDIR)$(BINDIR)
 	install -m 644 man/*.1 $(DESTDIR)$(MANDIR)/man1
 	install -m 644 man/*.5 $(DESTDIR)$(MANDIR)/man5
 	install -m 644 man/*.7 $(DESTDIR)$(MANDIR)/man7
@@ -151,7 +161,7 @@ lint-man:
 clean:
 	rm -rf build bin
 
-.PHONY: all deps check unit image image-test demo demo-copy bench faults install lint-man clean FORCE
+.PHONY: all deps check unit image image-test demo demo-copy serve bench bench-serve faults install lint-man clean FORCE
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # Fuzzing (clang's libFuzzer): `make fuzz FUZZ_SECONDS=600`; `make fuzz-smoke` runs in check.
@@ -166,9 +176,15 @@ tests/fuzz/corpus/.seeded: bin/dm-extract bin/dm-diff
 	scripts/fuzz-seeds tests/fuzz/corpus
 	@touch $@
 
-fuzz: bin/fuzz-stream
-	@mkdir -p build/fuzz-corpus
+bin/fuzz-serve: tests/fuzz/fuzz-serve.c serve/parse.c lib/util.c serve/serve.h lib/*.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(WARNINGS) -Ilib -Iserve $(PKG_CFLAGS) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz-serve.c serve/parse.c lib/util.c $(PKG_LIBS)
+
+# Both targets, FUZZ_SECONDS each: the stream reader and merge, and dm-serve's parsers.
+fuzz: bin/fuzz-stream bin/fuzz-serve
+	@mkdir -p build/fuzz-corpus build/fuzz-serve-corpus
 	bin/fuzz-stream -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build/fuzz-corpus tests/fuzz/corpus
+	bin/fuzz-serve -max_total_time=$(FUZZ_SECONDS) -max_len=70000 build/fuzz-serve-corpus tests/fuzz/serve-corpus
 
 fuzz-smoke: bin/fuzz-stream
 	@mkdir -p build/fuzz-corpus

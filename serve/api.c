@@ -323,37 +323,6 @@ compute_run(const char *key, void *arg, int *status)
 	return r;
 }
 
-/* Checks a POST /v1/runs body: NULL, or what is wrong (malloc'd). */
-static char *
-run_request_bad(json_t *req)
-{
-	const char *k;
-	json_t *v;
-	if (!json_is_object(req))
-		return dm_xstrdup("the body must be a JSON object");
-	json_object_foreach(req, k, v) {
-		if (strcmp(k, "entities") == 0) {
-			size_t i;
-			json_t *e;
-			if (!json_is_array(v))
-				return dm_xstrdup("entities must be an array of entity names");
-			json_array_foreach(v, i, e) if (!json_is_string(e) || *json_string_value(e) == '\0')
-				return dm_xstrdup("entities must be an array of entity names");
-			if (json_array_size(v) > 10000)
-				return dm_xstrdup("entities: too many");
-		} else if (strcmp(k, "full") == 0 || strcmp(k, "delete") == 0 || strcmp(k, "verify") == 0) {
-			if (!json_is_boolean(v))
-				return dm_xasprintf("%s must be true or false", k);
-		} else if (strcmp(k, "jobs") == 0) {
-			if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 64)
-				return dm_xstrdup("jobs must be an integer from 1 to 64");
-		} else {
-			return dm_xasprintf("unknown field \"%s\" (known: entities, full, delete, jobs, verify)", k);
-		}
-	}
-	return NULL;
-}
-
 static enum MHD_Result
 handle_post_run(struct MHD_Connection *c, struct req *rq)
 {
@@ -364,7 +333,7 @@ handle_post_run(struct MHD_Connection *c, struct req *rq)
 		snprintf(msg, sizeof msg, "the body is not JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
 		return reply_error(c, 400, "bad_request", msg);
 	}
-	char *bad = run_request_bad(req);
+	char *bad = serve_run_request_bad(req);
 	if (bad == NULL && json_object_get(req, "entities") != NULL)
 		bad = unknown_entities(json_object_get(req, "entities"));
 	if (bad != NULL) {
@@ -578,9 +547,13 @@ static const char metrics_sql[] =
     "  (SELECT count(*) FROM dm.pending_delete p WHERE p.entity = e.entity)::text"
     " FROM ents e ORDER BY e.entity COLLATE \"C\"";
 
-static enum MHD_Result
-handle_metrics(struct MHD_Connection *c)
+/* The metrics text, as a JSON string for the cache: a scrape storm reads the dm schema once a second at most. */
+static json_t *
+compute_metrics(const char *key, void *arg, int *status)
 {
+	(void)key;
+	(void)arg;
+	(void)status;
 	static const struct {
 		const char *name, *type, *help;
 	} fam[] = {
@@ -640,7 +613,19 @@ handle_metrics(struct MHD_Connection *c)
 	}
 	json_decref(base);
 	dm_buf_putc(&b, '\0');
-	return reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len - 1, 1);
+	json_t *text = json_string(b.data);
+	dm_buf_free(&b);
+	return text;
+}
+
+static enum MHD_Result
+handle_metrics(struct MHD_Connection *c)
+{
+	int st;
+	json_t *m = serve_cache_get("metrics", 1.0, compute_metrics, NULL, &st);
+	char *text = dm_xstrdup(json_string_value(m) ? json_string_value(m) : "");
+	json_decref(m);
+	return reply_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text), 1);
 }
 
 /* ------------------------------------------------------------- routing */
@@ -709,7 +694,7 @@ route(struct MHD_Connection *c, const char *method, const char *url, struct req 
 		const char *slash = strchr(id, '/');
 		if (slash == NULL && get) {
 			char *key = dm_xasprintf("run\t%s", id);
-			json_t *r = serve_cache_get(key, 0.25, compute_run, NULL, &st);
+			json_t *r = serve_cache_get(key, 0.5, compute_run, NULL, &st);
 			free(key);
 			return reply_json(c, (unsigned)st, r, NULL);
 		}
@@ -903,12 +888,24 @@ bound_address(int fd, const char *given, char *buf, size_t len)
 	}
 }
 
+/* libmicrohttpd's own messages (a client that went away...) as debug events. */
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[1024];
+	(void)cls;
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	if (dm_verbosity >= 2)
+		serve_log("debug", "http", "%s", msg);
+}
+
 struct MHD_Daemon *
 serve_http_start(const char *listen_addr, const char *cert, const char *key, char *bound, size_t boundlen)
 {
 	int loopback;
 	int fd = listen_on(listen_addr, &loopback);
-	char *cert_pem = NULL, *key_pem = NULL;
+	/* MHD copies neither: they stay for the daemon's life, reachable from here. */
+	static char *cert_pem, *key_pem;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
 
 	if (fd < 0)
@@ -921,6 +918,7 @@ serve_http_start(const char *listen_addr, const char *cert, const char *key, cha
 			close(fd);
 			free(cert_pem);
 			free(key_pem);
+			cert_pem = key_pem = NULL;
 			return NULL;
 		}
 		flags |= MHD_USE_TLS;
@@ -940,12 +938,12 @@ serve_http_start(const char *listen_addr, const char *cert, const char *key, cha
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
 	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
 	    MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_ARRAY, cert != NULL ? tls : tls + 2,
 	    MHD_OPTION_END);
 	if (d == NULL) {
 		dm_err("cannot start the HTTP server on %s%s", listen_addr, cert != NULL ? " (is the certificate or key invalid?)" : "");
 		close(fd);
 	}
-	/* MHD copies neither: they stay for the daemon's life. */
 	return d;
 }

@@ -134,14 +134,6 @@ make_dirs(const char *path)
 	return rc;
 }
 
-static volatile sig_atomic_t stop_signal;
-
-static void
-on_signal(int sig)
-{
-	stop_signal = sig;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -295,10 +287,16 @@ main(int argc, char **argv)
 	serve.state_dir = state;
 
 	signal(SIGPIPE, SIG_IGN);
-	struct sigaction sa = { 0 };
-	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	/*
+	 * TERM and INT are blocked in every thread (the threads made later inherit the
+	 * mask) and taken by sigwait below: a signal sent to the process could
+	 * otherwise land in any thread, and main would never hear of it.
+	 */
+	sigset_t stop_set;
+	sigemptyset(&stop_set);
+	sigaddset(&stop_set, SIGTERM);
+	sigaddset(&stop_set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
 
 	char bound[200];
 	d = serve_http_start(listen_addr, cert, key, bound, sizeof bound);
@@ -313,9 +311,10 @@ main(int argc, char **argv)
 	else
 		serve_log("info", "listening", "dm-serve %s on %s; dashboard: %s://%s/ (token: DM_API_TOKEN)", DM_VERSION,
 		    bound, scheme, bound);
-	while (!stop_signal)
-		pause();
-	serve_log("info", "stopping", "signal %d: stopping; runs in progress go on", (int)stop_signal);
+	int sig = 0;
+	while (sigwait(&stop_set, &sig) != 0)
+		;
+	serve_log("info", "stopping", "signal %d: stopping; runs in progress go on", sig);
 	serve_events_stop();	/* first: the event streams end, so that their connections close */
 	MHD_stop_daemon(d);
 	d = NULL;

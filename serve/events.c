@@ -49,56 +49,6 @@ ev_push(const char *event, json_t *data)
 	pthread_cond_broadcast(&ev_cond);
 }
 
-/* One logfmt line (key=value, values quoted with "" when they hold blanks) as a JSON object. */
-json_t *
-serve_logfmt_parse(const char *line)
-{
-	json_t *o = json_object();
-	const char *p = line;
-
-	while (*p) {
-		while (*p == ' ')
-			p++;
-		const char *k = p;
-		while (*p && *p != '=' && *p != ' ')
-			p++;
-		if (*p != '=' || p == k) {
-			while (*p && *p != ' ')
-				p++;
-			continue;
-		}
-		char *key = dm_xstrndup(k, (size_t)(p - k));
-		p++;
-		dm_buf v = { 0 };
-		int quoted = *p == '"';
-		if (quoted) {
-			for (p++; *p && *p != '"'; p++) {
-				if (*p == '\\' && p[1]) {
-					p++;
-					dm_buf_putc(&v, *p == 'n' ? '\n' : *p);
-				} else {
-					dm_buf_putc(&v, *p);
-				}
-			}
-			if (*p == '"')
-				p++;
-		} else {
-			while (*p && *p != ' ')
-				dm_buf_putc(&v, *p++);
-		}
-		dm_buf_putc(&v, '\0');
-		char *end;
-		long long n = strtoll(v.data, &end, 10);
-		if (!quoted && *v.data && *end == '\0' && strlen(v.data) < 18)
-			json_object_set_new(o, key, json_integer(n));
-		else
-			json_object_set_new(o, key, json_string(v.data));
-		free(key);
-		dm_buf_free(&v);
-	}
-	return o;
-}
-
 /* Reads what was added to a followed run's log since last time. */
 static void
 ev_follow(struct tailed *t)

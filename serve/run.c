@@ -45,15 +45,6 @@ serve_strv_free(char **v)
 	free(v);
 }
 
-/* A run id this server could have made, or dm-migrate: nothing that walks paths. */
-static int
-run_id_ok(const char *id)
-{
-	size_t n = strlen(id);
-	return n > 0 && n <= 64 && strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n &&
-	    id[0] != '.';
-}
-
 /* A small file's contents, malloc'd, or NULL. */
 static char *
 run_read_file(const char *run_id, const char *file)
@@ -518,6 +509,33 @@ serve_run_start(json_t *request, char **run_id, char **msg)
 	return status;
 }
 
+/*
+ * A run asked to cancel that still runs CANCEL_GRACE seconds later (a program
+ * stuck in a call that TERM does not end) gets KILL, keeper and all: its state
+ * is cancelled all the same, the leases die with the sessions.
+ */
+#define CANCEL_GRACE 30
+
+static void
+run_cancel_escalate(const char *run_id)
+{
+	char *cp = serve_run_path(run_id, "cancelled");
+	struct stat sb;
+	int late = stat(cp, &sb) == 0 && time(NULL) - sb.st_mtime > CANCEL_GRACE;
+	free(cp);
+	if (!late || run_exit_status(run_id) >= 0 || !run_keeper_alive(run_id))
+		return;
+	char *k = run_read_file(run_id, "keeper");
+	long pid = 0;
+	unsigned long long start = 0;
+	if (k != NULL && sscanf(k, "%ld %llu", &pid, &start) == 2 && pid > 1) {
+		kill(-(pid_t)pid, SIGKILL);
+		serve_log("warn", "run_cancel", "run %s: still running %d s after TERM: KILL to its process group", run_id,
+		    CANCEL_GRACE);
+	}
+	free(k);
+}
+
 void
 serve_run_reap(void)
 {
@@ -543,7 +561,7 @@ run_ids(int only_active)
 	free(runs);
 	if (d != NULL) {
 		while ((de = readdir(d)) != NULL) {
-			if (de->d_name[0] == '.' || !run_id_ok(de->d_name))
+			if (de->d_name[0] == '.' || !serve_run_id_ok(de->d_name))
 				continue;
 			if (only_active) {
 				char *e = serve_run_path(de->d_name, "exit");
@@ -551,6 +569,7 @@ run_ids(int only_active)
 				free(e);
 				if (ended || !run_exists(de->d_name) || !run_keeper_alive(de->d_name))
 					continue;
+				run_cancel_escalate(de->d_name);
 			}
 			v = dm_xrealloc(v, (n + 2) * sizeof *v);
 			v[n++] = dm_xstrdup(de->d_name);
@@ -598,7 +617,7 @@ serve_run_get(const char *run_id)
 	json_t *rows = NULL, *out = NULL, *req = NULL;
 	int api, st, running = 0, cancelled;
 
-	if (!run_id_ok(run_id))
+	if (!serve_run_id_ok(run_id))
 		return NULL;
 	api = run_exists(run_id);
 	PGconn *conn = serve_db_lock();
@@ -869,7 +888,7 @@ serve_run_cancel(const char *run_id)
 	long pid = 0;
 	unsigned long long start = 0;
 
-	if (!run_id_ok(run_id))
+	if (!serve_run_id_ok(run_id))
 		return 404;
 	if (!run_exists(run_id)) {
 		json_t *r = serve_run_get(run_id);

@@ -29,6 +29,13 @@ struct serve_settings {
 };
 extern struct serve_settings serve;
 
+/* ---- parse.c: what comes from outside. */
+
+/* Checks a POST /v1/runs body (its fields and their types): NULL, or what is wrong (malloc'd). */
+char *serve_run_request_bad(json_t *req);
+/* A run id this server or dm-migrate could have made: nothing that walks paths. */
+int serve_run_id_ok(const char *id);
+
 /* ---- db.c: the destination's connection, one at a time. */
 
 /* Locks the server's connection to the destination, connecting (again) when needed. NULL: down, unlocked. */

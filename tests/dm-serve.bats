@@ -288,10 +288,17 @@ waiting_on() {
     assert_equal "$(jq_ "$BODY" '[j["origin"], j["exit_status"], j["error"], len(j["entities"]), all(e["state"] == "ok" for e in j["entities"])]')" \
         "[\"api\", 0, null, $(dm_psql run_dst "SELECT count(*) FROM dm.run WHERE run_id = '$id'"), true]"
     assert_equal "$(jq_ "$BODY" 'sum(e["inserted"] for e in j["entities"]) == j["inserted"]')" true
-    # The same records as a run of dm-migrate on a shell: one row per entity, ok, and
-    # a second run (from the shell) finds nothing to do.
-    assert_equal "$(dm_psql run_dst "SELECT count(*), bool_and(outcome = 'ok') FROM dm.run WHERE run_id = '$id'")" \
-        "$(dm_psql run_dst "SELECT count(*), true FROM dm.checkpoint")"
+    # The same records as a run of dm-migrate on a shell, on a twin pair: per entity
+    # its outcome and counts in dm.run, its checkpoint; and a second run (from the
+    # shell) finds nothing to do.
+    dm_createdb run2_src srv_src_tpl
+    dm_createdb run2_dst srv_dst_tpl
+    DM_SOURCE=$(dm_conninfo run2_src) DM_DEST=$(dm_conninfo run2_dst) dm-migrate -q -j 2 run
+    local q="SELECT string_agg(concat_ws(' ', entity, outcome, inserted, updated, deleted, rejected, batches, error IS NULL),
+        ', ' ORDER BY entity) FROM dm.run"
+    assert_equal "$(dm_psql run_dst "$q WHERE run_id = '$id'")" "$(dm_psql run2_dst "$q")"
+    q="SELECT string_agg(concat_ws(' ', entity, watermark, complete), ', ' ORDER BY entity) FROM dm.checkpoint"
+    assert_equal "$(dm_psql run_dst "$q")" "$(dm_psql run2_dst "$q")"
     run -0 dm-migrate --json plan
     [[ "$(jq_ <(echo "$output") '[j["totals"]["insert"], j["totals"]["update"]]')" == "[0, 0]" ]]
     dm-migrate -q run public.actor
