@@ -66,7 +66,9 @@ bin/dm-extract: build/extract/dm-extract.o build/libdm.a
 bin/dm-entities: build/extract/dm-entities.o build/libdm.a
 bin/dm-diff: build/diff/dm-diff.o build/libdm.a
 bin/dm-cat: build/diff/dm-cat.o build/libdm.a
-bin/dm-load: build/load/dm-load.o build/libdm.a
+LOAD_OBJ = build/load/dm-load.o build/load/target.o build/load/stage.o build/load/deletes.o \
+	build/load/bulk.o build/load/rejects.o
+bin/dm-load: $(LOAD_OBJ) build/libdm.a
 bin/dm-ckpt: build/checkpoint/dm-ckpt.o build/libdm.a
 bin/test-stream: build/tests/unit/test-stream.o build/libdm.a
 bin/test-copytext: build/tests/unit/test-copytext.o build/libdm.a

@@ -355,6 +355,7 @@ main(int argc, char **argv)
 	size_t *order = NULL;
 	int *group_no = NULL;
 	dm_buf notes = { 0 };	/* the # lines, printed only with a list that can be used */
+	dm_buf fknotes = { 0 };	/* # lines on unindexed foreign keys, after the list */
 
 	dm_prog = "dm-entities";
 	if (argc > 1)
@@ -449,6 +450,38 @@ main(int argc, char **argv)
 		e->parents[e->nparents++] = (size_t)parent;
 	}
 	dmpg_clear(res);
+	/*
+	 * Foreign keys into an entity's table without an index on their
+	 * referencing columns: each row deleted from the entity costs a scan of
+	 * the child table (dm-load --apply-deletes avoids it where it may).
+	 */
+	res = dmpg_exec(dst,
+	    "SELECT cn.nspname, cr.relname, pn.nspname, pr.relname,"
+	    " (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY u.ord)"
+	    "   FROM pg_catalog.unnest(f.conkey) WITH ORDINALITY AS u(n, ord)"
+	    "   JOIN pg_catalog.pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = u.n),"
+	    " CASE WHEN cr.reltuples < 0 THEN 'not estimated yet'"
+	    "   ELSE cr.reltuples::pg_catalog.int8::pg_catalog.text || ' rows estimated' END"
+	    " FROM pg_catalog.pg_constraint f"
+	    " JOIN pg_catalog.pg_class cr ON cr.oid = f.conrelid"
+	    " JOIN pg_catalog.pg_namespace cn ON cn.oid = cr.relnamespace"
+	    " JOIN pg_catalog.pg_class pr ON pr.oid = f.confrelid"
+	    " JOIN pg_catalog.pg_namespace pn ON pn.oid = pr.relnamespace"
+	    " WHERE f.contype = 'f' AND f.conparentid = 0 AND NOT " DMPG_FK_INDEXED
+	    " ORDER BY 3, 4, 1, 2, f.conname");
+	if (res == NULL)
+		goto out;
+	for (int r = 0; r < dmpg_nrows(res); r++) {
+		if (find_entity(&g, dmpg_value(res, r, 2), dmpg_value(res, r, 3)) < 0)
+			continue;
+		char *child = dm_qualify(dmpg_value(res, r, 0), dmpg_value(res, r, 1));
+		char *parent = dm_qualify(dmpg_value(res, r, 2), dmpg_value(res, r, 3));
+		dm_buf_printf(&fknotes, "# %s(%s) -> %s: no index, a delete of a parent row scans %s (%s)\n",
+		    child, dmpg_value(res, r, 4), parent, child, dmpg_value(res, r, 5));
+		free(child);
+		free(parent);
+	}
+	dmpg_clear(res);
 	res = NULL;
 	if (errors) {
 		dm_err("%d problem(s) found: nothing to migrate until they are fixed", errors);
@@ -506,6 +539,7 @@ main(int argc, char **argv)
 			putchar('-');
 		putchar('\n');
 	}
+	fputs(fknotes.len ? dm_buf_cstr(&fknotes) : "", stdout);
 	dmpg_commit(src);
 	dmpg_commit(dst);
 	if (dm_close_output(stdout, "standard output") < 0)
@@ -534,6 +568,7 @@ out:
 	free(group_no);
 	free(wanted_seen);
 	dm_buf_free(&notes);
+	dm_buf_free(&fknotes);
 	dmspec_free(&spec);
 	return dmpg_exit_code(rc);
 }

@@ -36,6 +36,23 @@ typedef struct dmpg_table {
 } dmpg_table;
 
 /*
+ * SQL: a foreign key (alias f, its pg_constraint row) whose referencing
+ * columns lead a valid, whole btree or hash index of its table, in any
+ * order: PostgreSQL finds a deleted parent row's children through it
+ * instead of scanning the child table.
+ */
+#define DMPG_FK_LEADING_KEYS \
+	"(pg_catalog.string_to_array(x.indkey::pg_catalog.text, ' ')::pg_catalog.int2[])" \
+	"[1:pg_catalog.cardinality(f.conkey)]"
+#define DMPG_FK_INDEXED \
+	"EXISTS (SELECT 1 FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid" \
+	" JOIN pg_catalog.pg_am am ON am.oid = i.relam WHERE x.indrelid = f.conrelid AND x.indisvalid" \
+	" AND x.indpred IS NULL AND am.amname IN ('btree', 'hash')" \
+	" AND x.indnkeyatts >= pg_catalog.cardinality(f.conkey)" \
+	" AND " DMPG_FK_LEADING_KEYS " OPERATOR(pg_catalog.@>) f.conkey" \
+	" AND " DMPG_FK_LEADING_KEYS " OPERATOR(pg_catalog.<@) f.conkey)"
+
+/*
  * The application_name a connection shows in pg_stat_activity when the user's
  * connection string sets none: the program's name by default; a long-lived helper
  * names its part ("dm-ckpt hold") so that an administrator, and the fault scripts,

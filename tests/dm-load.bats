@@ -487,3 +487,83 @@ setup() {
     dm_tables_equal l_src l_dst public.ca
     dm_tables_equal l_src l_dst public.cb
 }
+
+# fk_fixture DB: public.fp (100 parents) and children through foreign keys of every kind:
+# fc by two keys without an index (one deferred, one ON DELETE RESTRICT), fi by an indexed
+# one, fs by one ON DELETE SET NULL, fn by one NOT VALID (with an orphan row); none indexed
+# but fi's.
+fk_fixture() {
+    dm_psql "$1" "CREATE TABLE public.fp (id int PRIMARY KEY, v text)" \
+        "CREATE TABLE public.fc (id int PRIMARY KEY, fp_id int, fp2 int)" \
+        "ALTER TABLE public.fc ADD CONSTRAINT fc_fp_fkey FOREIGN KEY (fp_id) REFERENCES public.fp
+            DEFERRABLE INITIALLY DEFERRED" \
+        "ALTER TABLE public.fc ADD CONSTRAINT fc_fp2_fkey FOREIGN KEY (fp2) REFERENCES public.fp ON DELETE RESTRICT" \
+        "CREATE TABLE public.fi (id int PRIMARY KEY, fp_id int REFERENCES public.fp)" \
+        "CREATE INDEX fi_fp ON public.fi (fp_id)" \
+        "CREATE TABLE public.fs (id int PRIMARY KEY, fp_id int REFERENCES public.fp ON DELETE SET NULL)" \
+        "CREATE TABLE public.fn (id int PRIMARY KEY, fp_id int)" \
+        "INSERT INTO public.fp SELECT g, 'p' || g FROM generate_series(1, 100) g" \
+        "INSERT INTO public.fc SELECT g, 1 + g % 100, 50 + g % 50 FROM generate_series(1, 2000) g" \
+        "INSERT INTO public.fi SELECT g, 50 + g % 50 FROM generate_series(1, 100) g" \
+        "INSERT INTO public.fs SELECT g, 1 + g % 100 FROM generate_series(1, 100) g" \
+        "INSERT INTO public.fn VALUES (1, 60), (2, 999)" \
+        "ALTER TABLE public.fn ADD CONSTRAINT fn_fp_fkey FOREIGN KEY (fp_id) REFERENCES public.fp NOT VALID"
+}
+
+# fk_keys DB: every foreign key to public.fp, as the catalog has it.
+fk_keys() {
+    dm_psql "$1" "SELECT conrelid::regclass, conname, convalidated, condeferrable, condeferred,
+        pg_get_constraintdef(oid) FROM pg_constraint WHERE confrelid = 'public.fp'::regclass ORDER BY 1, 2"
+}
+
+# fk_park TABLE RUN: parks in l_dst, under run RUN, the deletes that make TABLE as in l_fsrc.
+fk_park() {
+    dm-diff -q --delete <(dm-extract --db-env FSRC --table "$1") <(dm-extract --db-env DST --table "$1" --hashes) \
+        >"$DIR/fk.deletes"
+    dm-load -q --db-env DST --table "$1" --defer-deletes --run-id "$2" "$DIR/fk.deletes"
+}
+
+@test "--apply-deletes of parents whose children are gone: unindexed keys dropped, re-added identical and checked" {
+    fk_fixture l_dst
+    dm_createdb l_fsrc l_dst
+    export FSRC=$(dm_conninfo l_fsrc)
+    # the source deleted parents 1 to 8 with their children (fc's by either key)
+    dm_psql l_fsrc "DELETE FROM public.fc WHERE fp_id <= 8" "DELETE FROM public.fp WHERE id <= 8"
+    before=$(fk_keys l_dst)
+    fk_park public.fc R1
+    fk_park public.fp R1
+    run -0 dm-load --db-env DST --table public.fc --apply-deletes --run-id R1 --force
+    assert_output "dm-load: public.fc: insert=0 update=0 delete=160 unchanged=0"
+    run -0 dm-load -v --db-env DST --table public.fp --apply-deletes --run-id R1
+    assert_line "dm-load: public.fp: deleted with 2 unindexed foreign key(s) dropped and checked again once each"
+    assert_line "dm-load: public.fp: insert=0 update=0 delete=8 unchanged=0"
+    [ "$(fk_keys l_dst)" = "$before" ]
+    dm_tables_equal l_fsrc l_dst public.fp
+    dm_tables_equal l_fsrc l_dst public.fc
+    # the SET NULL key stayed and did its work; nothing is left parked
+    [ "$(dm_psql l_dst "SELECT count(*) FROM public.fs WHERE fp_id IS NULL")" = 8 ]
+    [ "$(dm_psql l_dst "SELECT count(*) FROM dm.pending_delete")" = 0 ]
+}
+
+@test "--apply-deletes of parents a child still references: rolled back whole, the key named and intact" {
+    fk_fixture l_dst
+    dm_createdb l_fsrc l_dst
+    export FSRC=$(dm_conninfo l_fsrc)
+    dm_psql l_fsrc "DELETE FROM public.fc WHERE fp_id <= 8" "DELETE FROM public.fp WHERE id <= 8"
+    fk_park public.fc R1
+    fk_park public.fp R1
+    # the children's deletes not applied, but one: fc row 3 still references parent 3
+    dm_psql l_dst "DELETE FROM public.fc WHERE fp_id <= 8 AND id <> 3"
+    before=$(fk_keys l_dst)
+    run -1 dm-load --db-env DST --table public.fp --apply-deletes --run-id R1
+    assert_output --partial "dm-load: public.fp: rows of public.fc still reference rows to delete, through foreign key fc_fp_fkey; nothing was deleted"
+    [ "$(dm_row_count l_dst public.fp)" = 100 ]
+    [ "$(fk_keys l_dst)" = "$before" ]
+    [ "$(dm_psql l_dst "SELECT count(*) FROM dm.pending_delete WHERE entity = 'public.fp'")" = 8 ]
+    # a NOT VALID key, one with an action, an indexed one, or a single row: the row-by-row checks
+    run -0 dm-load -v --db-env DST --table public.fc --apply-deletes --run-id R1 --force
+    dm_psql l_dst "ALTER TABLE public.fc DROP CONSTRAINT fc_fp_fkey, DROP CONSTRAINT fc_fp2_fkey"
+    run -0 dm-load -v --db-env DST --table public.fp --apply-deletes --run-id R1
+    refute_output --partial "unindexed foreign key"
+    assert_line "dm-load: public.fp: insert=0 update=0 delete=8 unchanged=0"
+}

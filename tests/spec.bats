@@ -209,3 +209,15 @@ SQL
     run -0 dm-migrate -q -c "$BATS_TEST_TMPDIR/pair.conf" run
     [ "$(dm_psql sp_pair_dst "SELECT id, pair_id, note FROM public.pair_notes ORDER BY note")" = "$before" ]
 }
+
+@test "preflight names the destination's foreign keys without an index on their columns" {
+    run -0 dm-entities --source-env DM_SOURCE --dest-env DM_DEST -c "$SPEC"
+    assert_line --partial "# public.clients(shop_id) -> public.shops: no index, a delete of a parent row scans public.clients ("
+    assert_line --partial "# public.visits(client_id) -> public.clients: no index, a delete of a parent row scans public.visits ("
+    # the entity lines come first, as before
+    assert_line --index 0 $'0\tshop\tpublic.shops\tshop_id\tlast_update\t-\t-\t-'
+    dm_psql sp_dst "CREATE INDEX visits_client ON public.visits (client_id, visited_on)"
+    run -0 dm-entities --source-env DM_SOURCE --dest-env DM_DEST -c "$SPEC"
+    assert_line --partial "# public.clients(shop_id) -> public.shops: no index"
+    refute_line --partial "# public.visits(client_id)"
+}
