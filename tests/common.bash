@@ -195,6 +195,41 @@ dm_pagila_template() {
             "COMMENT ON DATABASE pagila_tpl IS 'dm pagila template'"
 }
 
+# dm_pagila_templates SRC DST: SRC, Pagila with a primary key on the two payment
+# partitions that lack one (dm-entities refuses tables without), and DST, the same
+# schema with no rows (Pagila's triggers still enabled): the pair of templates the
+# porcelain suites copy for each test.
+dm_pagila_templates() {
+    dm_pagila_template &&
+        dm_createdb "$1" pagila_tpl &&
+        dm_psql "$1" \
+            "ALTER TABLE public.payment_p0000_default ADD PRIMARY KEY (payment_id)" \
+            "ALTER TABLE public.payment_p2007_07_max ADD PRIMARY KEY (payment_id)" &&
+        dm_createdb "$2" "$1" &&
+        dm_psql "$2" <<'SQL'
+DO $$
+BEGIN
+    EXECUTE (SELECT 'TRUNCATE ' || string_agg(format('%I.%I', schemaname, tablename), ', ')
+             FROM pg_tables WHERE schemaname = 'public');
+END
+$$;
+SQL
+}
+
+# dm_serve_address LOG PID: the ADDR:PORT dm-serve (process PID, stderr in LOG) says
+# it listens on, once it says so (port 0: the port the kernel chose); fails after
+# 10 s, or when PID ended first.
+dm_serve_address() {
+    local i addr
+    for ((i = 0; i < 100; i++)); do
+        addr=$(sed -n 's/.* event=listening msg="dm-serve [^ ]* on \([^;]*\);.*/\1/p' "$1" | head -n 1)
+        [[ -n "$addr" ]] && { printf '%s\n' "$addr"; return 0; }
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.1
+    done
+    return 1
+}
+
 # dm_pagila_db NAME: a fresh copy of Pagila named NAME.
 dm_pagila_db() {
     dm_pagila_template && dm_createdb "$1" pagila_tpl

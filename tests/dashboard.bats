@@ -74,17 +74,12 @@ teardown() {
 # which); sets SERVE_URL. The default report cache: the page asks for fresh reports
 # (Cache-Control: no-cache) and dm-serve forgets them when a run ends.
 serve_start() {
-    local log=$BATS_TEST_TMPDIR/dm-serve.log addr="" i
+    local log=$BATS_TEST_TMPDIR/dm-serve.log addr
     DM_API_TOKEN=$TOKEN dm-serve -c "$SPEC" --listen 127.0.0.1:0 --state-dir "$BATS_TEST_TMPDIR/state" \
         2>"$log" 3>&- &
     SERVE_PID=$!
-    for ((i = 0; i < 300; i++)); do
-        addr=$(sed -n 's/.* event=listening msg="dm-serve [^ ]* on \([^;]*\);.*/\1/p' "$log" | head -n 1)
-        [[ -n "$addr" ]] && break
-        kill -0 "$SERVE_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    [[ -n "$addr" ]] || { cat "$log" >&2; echo "dm-serve did not start (log above)" >&2; return 1; }
+    addr=$(dm_serve_address "$log" "$SERVE_PID") ||
+        { cat "$log" >&2; echo "dm-serve did not start (log above)" >&2; return 1; }
     SERVE_URL=http://$addr
 }
 

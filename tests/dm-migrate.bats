@@ -17,20 +17,7 @@ load common
 
 setup_file() {
     dm_setup_cluster
-    dm_pagila_template
-    dm_createdb mig_src_tpl pagila_tpl
-    dm_psql mig_src_tpl \
-        "ALTER TABLE public.payment_p0000_default ADD PRIMARY KEY (payment_id)" \
-        "ALTER TABLE public.payment_p2007_07_max ADD PRIMARY KEY (payment_id)"
-    dm_createdb mig_dst_tpl mig_src_tpl
-    dm_psql mig_dst_tpl <<'SQL'
-DO $$
-BEGIN
-    EXECUTE (SELECT 'TRUNCATE ' || string_agg(format('%I.%I', schemaname, tablename), ', ')
-             FROM pg_tables WHERE schemaname = 'public');
-END
-$$;
-SQL
+    dm_pagila_templates mig_src_tpl mig_dst_tpl
 }
 
 teardown_file() {

@@ -18,20 +18,7 @@ TOKEN=dm-test-token-0123456789abcdef
 setup_file() {
     command -v curl >/dev/null || skip "curl is not installed"
     dm_setup_cluster
-    dm_pagila_template
-    dm_createdb srv_src_tpl pagila_tpl
-    dm_psql srv_src_tpl \
-        "ALTER TABLE public.payment_p0000_default ADD PRIMARY KEY (payment_id)" \
-        "ALTER TABLE public.payment_p2007_07_max ADD PRIMARY KEY (payment_id)"
-    dm_createdb srv_dst_tpl srv_src_tpl
-    dm_psql srv_dst_tpl <<'SQL'
-DO $$
-BEGIN
-    EXECUTE (SELECT 'TRUNCATE ' || string_agg(format('%I.%I', schemaname, tablename), ', ')
-             FROM pg_tables WHERE schemaname = 'public');
-END
-$$;
-SQL
+    dm_pagila_templates srv_src_tpl srv_dst_tpl
 }
 
 teardown_file() {
@@ -61,14 +48,9 @@ serve_start() {
     DM_API_TOKEN=$TOKEN dm-serve --listen 127.0.0.1:0 --state-dir "$SERVE_STATE" --baseline-interval 0 "$@" \
         2>>"$SERVE_LOG" 3>&- &
     SERVE_PID=$!
-    local i addr=""
-    for ((i = 0; i < 100; i++)); do
-        addr=$(sed -n 's/.* event=listening msg="dm-serve [^ ]* on \([^;]*\);.*/\1/p' "$SERVE_LOG" | tail -n 1)
-        [[ -n "$addr" ]] && break
-        kill -0 "$SERVE_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    [[ -n "$addr" ]] || { cat "$SERVE_LOG" >&2; echo "dm-serve did not start" >&2; return 1; }
+    local addr
+    addr=$(dm_serve_address "$SERVE_LOG" "$SERVE_PID") ||
+        { cat "$SERVE_LOG" >&2; echo "dm-serve did not start" >&2; return 1; }
     SERVE=http://$addr
 }
 
