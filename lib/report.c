@@ -93,6 +93,32 @@ static const char run_sql[] =
     " SELECT coalesce((SELECT json_agg(" RUN_JSON_WITH("l", "'entity', l.entity, ") 
     "   ORDER BY l.started_at, l.entity) FROM runs l), 'null')::text";
 
+/* Per entity, the figures of dm-serve's /metrics (see dmreport_metrics), over the runs of RUNS_CTE. */
+static const char metrics_sql[] =
+    "WITH" RUNS_CTE ","
+    " last AS (SELECT DISTINCT ON (entity) * FROM runs WHERE outcome <> 'running' OR live"
+    "   ORDER BY entity, started_at DESC, run_id DESC),"
+    " ents AS (SELECT entity FROM runs UNION SELECT entity FROM dm.checkpoint)"
+    " SELECT e.entity,"
+    "  (SELECT sum(inserted) FROM runs r WHERE r.entity = e.entity)::text,"
+    "  (SELECT sum(updated) FROM runs r WHERE r.entity = e.entity)::text,"
+    "  (SELECT sum(deleted) FROM runs r WHERE r.entity = e.entity)::text,"
+    "  (SELECT sum(rejected) FROM runs r WHERE r.entity = e.entity)::text,"
+    "  (SELECT CASE WHEN outcome = 'ok' THEN 1 ELSE 0 END FROM last WHERE last.entity = e.entity)::text,"
+    "  (SELECT extract(epoch FROM coalesce(finished_at, progress_at, started_at)) FROM last WHERE last.entity = e.entity)::text,"
+    "  extract(epoch FROM clock_timestamp() - (SELECT max(finished_at) FROM runs r WHERE r.entity = e.entity AND outcome = 'ok'))::text,"
+    "  (SELECT count(*) FROM runs r WHERE r.entity = e.entity AND live)::text,"
+    "  (SELECT count(*) FROM dm.pending_delete p WHERE p.entity = e.entity)::text"
+    " FROM ents e ORDER BY e.entity COLLATE \"C\"";
+
+PGresult *
+dmreport_metrics(PGconn *conn)
+{
+	const char *params[2] = { NULL, NULL };
+
+	return dmpg_exec_params(conn, metrics_sql, 2, params);
+}
+
 /* Runs a report query whose one value is JSON text; the parsed value, or NULL after saying why. */
 static json_t *
 report_query(PGconn *conn, const char *sql, int n, const char *const *params)
@@ -216,6 +242,19 @@ dmreport_table(FILE *out, const char *prefix, char *const *lines, int nlines, co
 	return ferror(out) ? -1 : 0;
 }
 
+double
+dmreport_epoch(const char *ts)
+{
+	struct tm tm = { 0 };
+
+	if (ts == NULL || sscanf(ts, "%d-%d-%d %d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+	    &tm.tm_sec) != 6)
+		return -1;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	return (double)timegm(&tm);
+}
+
 /* A timestamp as text without its fraction of a second: "2026-01-02 03:04:05+00". */
 static char *
 report_ts(const json_t *v)
@@ -333,16 +372,8 @@ dmreport_status_text(const json_t *status, FILE *out)
 		const json_t *rps = json_object_get(e, "rows_per_second");
 		char *rate = json_is_integer(rps) ? dm_xasprintf("%lld", (long long)json_integer_value(rps)) : dm_xstrdup("-");
 		/* How long ago its last batch committed: a load stuck behind a lock shows here. */
-		char *at = dm_xstrdup(report_str(e, "progress_at"));
-		long ago = 0;
-		struct tm tm = { 0 };
-		if (strlen(at) >= 19 && sscanf(at, "%d-%d-%d %d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-		    &tm.tm_hour, &tm.tm_min, &tm.tm_sec) == 6) {
-			tm.tm_year -= 1900;
-			tm.tm_mon -= 1;
-			double t = (double)timegm(&tm);
-			ago = now > t ? (long)(now - t) : 0;
-		}
+		double t = dmreport_epoch(json_string_value(json_object_get(e, "progress_at")));
+		long ago = t >= 0 && now > t ? (long)(now - t) : 0;
 		report_add(&cur, dm_xasprintf("%s\t%s\t%s\t%lld\t%lld\t%lld\t%lld\t%lld\t%lld\t%s\t%s\t%ld s ago",
 		    report_str(e, "entity"), report_str(e, "run"), st, report_int(e, "batches"), report_int(e, "inserted"),
 		    report_int(e, "updated"), report_int(e, "deleted"), report_int(e, "unchanged"),
@@ -350,7 +381,6 @@ dmreport_status_text(const json_t *status, FILE *out)
 		free(st);
 		free(secs);
 		free(rate);
-		free(at);
 	}
 
 	fputs("Checkpoints (the next run reads from WATERMARK less the overlap):\n", out);

@@ -31,6 +31,22 @@ json_t *dmreport_runs(PGconn *conn, int limit, const char *before);
 json_t *dmreport_run(PGconn *conn, const char *run_id);
 
 /*
+ * For dm-serve's /metrics, one row per entity, every value text (NULL when there
+ * is none): entity; rows inserted, updated, deleted and rejected over all runs;
+ * 1 or 0, the last finished (or live) run succeeded; when it ended or last made
+ * progress (epoch); seconds since the last success; loads in progress; parked
+ * deletes. "In progress" is the status report's: the same definition of a live
+ * run. The result is the caller's (dmpg_clear); NULL after the error was printed.
+ */
+PGresult *dmreport_metrics(PGconn *conn);
+
+/*
+ * A timestamp of the reports ("YYYY-MM-DD HH:MM:SS...", in UTC as dm's sessions
+ * print them; the fraction and the +00 ignored) in seconds since the epoch, or -1.
+ */
+double dmreport_epoch(const char *ts);
+
+/*
  * Prints rows of tab-separated cells as aligned columns, two spaces apart;
  * right_cols is a 0-terminated list of 1-based columns aligned to the right
  * (numbers). Trailing blanks are dropped. The lines of text are the caller's.

@@ -115,17 +115,21 @@ run_proc_start(pid_t pid)
 	return start;
 }
 
-/* Is the run's keeper (the same process: pid and start time) still there? */
-static int
-run_keeper_alive(const char *run_id)
+/*
+ * The pid of the run's keeper while that same process (pid and start time) is
+ * still there, else 0. It leads the run's process group.
+ */
+static pid_t
+run_keeper_pid(const char *run_id)
 {
 	char *k = run_read_file(run_id, "keeper");
 	long pid = 0;
 	unsigned long long start = 0;
-	int alive = 0;
+	pid_t alive = 0;
 
-	if (k != NULL && sscanf(k, "%ld %llu", &pid, &start) == 2 && pid > 1)
-		alive = kill((pid_t)pid, 0) == 0 && run_proc_start((pid_t)pid) == start;
+	if (k != NULL && sscanf(k, "%ld %llu", &pid, &start) == 2 && pid > 1 && kill((pid_t)pid, 0) == 0 &&
+	    run_proc_start((pid_t)pid) == start)
+		alive = (pid_t)pid;
 	free(k);
 	return alive;
 }
@@ -266,7 +270,7 @@ run_log_errors(const char *run_id, int max, int all)
 {
 	char *path = serve_run_path(run_id, "log");
 	FILE *fp = fopen(path, "re");
-	char *line = NULL, *out = NULL;
+	char *line = NULL;
 	size_t cap = 0;
 	dm_buf b = { 0 };
 	int n = 0;
@@ -274,51 +278,31 @@ run_log_errors(const char *run_id, int max, int all)
 	free(path);
 	if (fp == NULL)
 		return NULL;
-	while (getline(&line, &cap, fp) > 0) {
-		if (strstr(line, " level=error ") == NULL || (!all && strstr(line, "event=failed") == NULL))
+	while (n < max && getline(&line, &cap, fp) > 0) {
+		if (strstr(line, " level=error ") == NULL)
 			continue;
-		char *m = strstr(line, " msg=\"");
-		if (m == NULL)
-			continue;
-		m += 6;
-		if (b.len > 0)
-			dm_buf_append(&b, "; ", 2);
-		for (; *m && *m != '\n'; m++) {
-			if (*m == '\\' && m[1] != '\0') {
-				dm_buf_putc(&b, *++m);
-				continue;
-			}
-			if (*m == '"')
-				break;
-			dm_buf_putc(&b, *m);
+		line[strcspn(line, "\n")] = '\0';
+		json_t *ev = serve_logfmt_parse(line);
+		const char *event = json_string_value(json_object_get(ev, "event"));
+		const char *msg = json_string_value(json_object_get(ev, "msg"));
+		if (msg != NULL && (all || (event != NULL && strcmp(event, "failed") == 0))) {
+			if (b.len > 0)
+				dm_buf_append(&b, "; ", 2);
+			dm_buf_append(&b, msg, strlen(msg));
+			n++;
 		}
-		if (++n >= max)
-			break;
+		json_decref(ev);
 	}
 	free(line);
 	fclose(fp);
 	if (b.len == 0)
 		return NULL;
 	dm_buf_putc(&b, '\0');
-	out = b.data;
-	return out;
+	return b.data;
 }
 
 /* Where run_log_summaries keeps the run's own run_done event: no entity's name. */
 #define RUN_DONE_KEY "\001run_done"
-
-/* "YYYY-MM-DD HH:MM:SS..." (UTC) as seconds since the epoch, or -1. */
-static double
-run_epoch(const char *ts)
-{
-	struct tm tm = { 0 };
-	if (ts == NULL || sscanf(ts, "%d-%d-%d %d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-	    &tm.tm_sec) != 6)
-		return -1;
-	tm.tm_year -= 1900;
-	tm.tm_mon -= 1;
-	return (double)timegm(&tm);
-}
 
 /*
  * The summary event of each entity in a run's log ({entity: event}): dm-load
@@ -384,8 +368,6 @@ serve_run_start(json_t *request, char **run_id, char **msg)
 	const size_t maxargs = 32;
 	json_t *ents = json_object_get(request, "entities");
 	size_t nents = json_array_size(ents);
-	int status = 500;
-
 	*run_id = NULL;
 	*msg = NULL;
 	gmtime_r(&now, &tm);
@@ -505,8 +487,7 @@ serve_run_start(json_t *request, char **run_id, char **msg)
 	}
 	serve_log("info", "run_started", "run %s started", id);
 	*run_id = dm_xstrdup(id);
-	status = 0;
-	return status;
+	return 0;
 }
 
 /*
@@ -523,17 +504,12 @@ run_cancel_escalate(const char *run_id)
 	struct stat sb;
 	int late = stat(cp, &sb) == 0 && time(NULL) - sb.st_mtime > CANCEL_GRACE;
 	free(cp);
-	if (!late || run_exit_status(run_id) >= 0 || !run_keeper_alive(run_id))
+	pid_t keeper;
+	if (!late || run_exit_status(run_id) >= 0 || (keeper = run_keeper_pid(run_id)) == 0)
 		return;
-	char *k = run_read_file(run_id, "keeper");
-	long pid = 0;
-	unsigned long long start = 0;
-	if (k != NULL && sscanf(k, "%ld %llu", &pid, &start) == 2 && pid > 1) {
-		kill(-(pid_t)pid, SIGKILL);
-		serve_log("warn", "run_cancel", "run %s: still running %d s after TERM: KILL to its process group", run_id,
-		    CANCEL_GRACE);
-	}
-	free(k);
+	kill(-keeper, SIGKILL);
+	serve_log("warn", "run_cancel", "run %s: still running %d s after TERM: KILL to its process group", run_id,
+	    CANCEL_GRACE);
 }
 
 void
@@ -567,7 +543,7 @@ run_ids(int only_active)
 				char *e = serve_run_path(de->d_name, "exit");
 				int ended = access(e, F_OK) == 0;
 				free(e);
-				if (ended || !run_exists(de->d_name) || !run_keeper_alive(de->d_name))
+				if (ended || !run_exists(de->d_name) || !run_keeper_pid(de->d_name))
 					continue;
 				run_cancel_escalate(de->d_name);
 			}
@@ -647,7 +623,7 @@ serve_run_get(const char *run_id)
 		char *cp = serve_run_path(run_id, "cancelled");
 		cancelled = access(cp, F_OK) == 0;
 		free(cp);
-		if (st < 0 && run_keeper_alive(run_id)) {
+		if (st < 0 && run_keeper_pid(run_id)) {
 			state = "running";
 			running = 1;
 		} else if (st == 0) {
@@ -761,8 +737,8 @@ serve_run_get(const char *run_id)
 	if (rd != NULL && json_is_string(json_object_get(rd, "seconds")))
 		secs = strtod(json_string_value(json_object_get(rd, "seconds")), NULL);
 	else {
-		double t0 = run_epoch(json_string_value(json_object_get(out, "started_at")));
-		double b = running ? (double)time(NULL) : run_epoch(json_string_value(json_object_get(out, "finished_at")));
+		double t0 = dmreport_epoch(json_string_value(json_object_get(out, "started_at")));
+		double b = running ? (double)time(NULL) : dmreport_epoch(json_string_value(json_object_get(out, "finished_at")));
 		if (t0 >= 0 && b >= t0)
 			secs = b - t0;
 	}
@@ -884,10 +860,6 @@ serve_run_list(int limit, const char *before)
 int
 serve_run_cancel(const char *run_id)
 {
-	char *k;
-	long pid = 0;
-	unsigned long long start = 0;
-
 	if (!serve_run_id_ok(run_id))
 		return 404;
 	if (!run_exists(run_id)) {
@@ -897,13 +869,11 @@ serve_run_cancel(const char *run_id)
 		/* A run started on some shell is not this server's to stop. */
 		return known ? 409 : 404;
 	}
-	if (run_exit_status(run_id) >= 0 || !run_keeper_alive(run_id))
+	pid_t keeper;
+	if (run_exit_status(run_id) >= 0 || (keeper = run_keeper_pid(run_id)) == 0)
 		return 409;
 	run_write_file(run_id, "cancelled", "");
-	k = run_read_file(run_id, "keeper");
-	if (k != NULL && sscanf(k, "%ld %llu", &pid, &start) == 2 && pid > 1)
-		kill(-(pid_t)pid, SIGTERM);	/* the run's group: dm-migrate and its programs; the keeper ignores it */
-	free(k);
-	serve_log("info", "run_cancel", "run %s: cancel asked (TERM to its process group %ld)", run_id, pid);
+	kill(-keeper, SIGTERM);	/* the run's group: dm-migrate and its programs; the keeper ignores it */
+	serve_log("info", "run_cancel", "run %s: cancel asked (TERM to its process group %ld)", run_id, (long)keeper);
 	return 0;
 }
