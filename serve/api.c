@@ -427,21 +427,23 @@ handle_checkpoints(struct MHD_Connection *c, const char *entity)
 	int failed = dmpg_begin(conn, "", NULL) < 0, status = 200;
 	PGresult *res = NULL;
 	if (!failed && entity == NULL) {
-		res = dmpg_exec(conn, "SELECT entity, watermark, CASE WHEN complete THEN 'complete' ELSE 'partial' END,"
-		    " updated_at::pg_catalog.text, run_id FROM dm.checkpoint ORDER BY entity COLLATE \"C\"");
-		failed = res == NULL;
+		/* The checkpoints of the status report (not its cached copy: a DELETE shows at once). */
+		json_t *st = dmreport_status(conn, NULL, 0);
+		failed = st == NULL;
 		if (!failed) {
-			json_t *a = json_array();
-			for (int r = 0; r < dmpg_nrows(res); r++) {
-				json_t *o = json_object();
-				static const char *const k[] = { "entity", "watermark", "state", "updated_at", "run" };
-				for (int col = 0; col < 5; col++)
-					json_object_set_new(o, k[col],
-					    dmpg_isnull(res, r, col) ? json_null() : json_string(dmpg_value(res, r, col)));
+			json_t *a = json_array(), *e;
+			size_t i;
+			json_array_foreach(json_object_get(st, "entities"), i, e) {
+				json_t *ck = json_object_get(e, "checkpoint");
+				if (!json_is_object(ck))
+					continue;
+				json_t *o = json_pack("{s:O}", "entity", json_object_get(e, "entity"));
+				json_object_update(o, ck);
 				json_array_append_new(a, o);
 			}
 			out = json_pack("{s:o}", "checkpoints", a);
 		}
+		json_decref(st);
 	} else if (!failed) {
 		const char *p[1] = { entity };
 		res = dmpg_exec_params(conn, "DELETE FROM dm.checkpoint WHERE entity = $1", 1, p);
@@ -584,24 +586,6 @@ metric_sample(dm_buf *b, const char *name, const char *entity, const char *value
 	dm_buf_putc(b, '\n');
 }
 
-static const char metrics_sql[] =
-    "WITH lease AS (SELECT entity, owner FROM dm.lease WHERE expires > clock_timestamp() AND left(entity, 4) <> 'run:'),"
-    " r AS (SELECT r.*, r.outcome = 'running' AND EXISTS (SELECT 1 FROM lease l WHERE l.entity = r.entity"
-    "   AND left(l.owner, length(r.run_id) + 1) = r.run_id || '/') AS live FROM dm.run r),"
-    " last AS (SELECT DISTINCT ON (entity) * FROM r WHERE outcome <> 'running' OR live"
-    "   ORDER BY entity, started_at DESC, run_id DESC),"
-    " ents AS (SELECT entity FROM r UNION SELECT entity FROM dm.checkpoint)"
-    " SELECT e.entity,"
-    "  (SELECT sum(inserted) FROM r WHERE r.entity = e.entity)::text,"
-    "  (SELECT sum(updated) FROM r WHERE r.entity = e.entity)::text,"
-    "  (SELECT sum(deleted) FROM r WHERE r.entity = e.entity)::text,"
-    "  (SELECT sum(rejected) FROM r WHERE r.entity = e.entity)::text,"
-    "  (SELECT CASE WHEN outcome = 'ok' THEN 1 ELSE 0 END FROM last WHERE last.entity = e.entity)::text,"
-    "  (SELECT extract(epoch FROM coalesce(finished_at, progress_at, started_at)) FROM last WHERE last.entity = e.entity)::text,"
-    "  extract(epoch FROM clock_timestamp() - (SELECT max(finished_at) FROM r WHERE r.entity = e.entity AND outcome = 'ok'))::text,"
-    "  (SELECT count(*) FROM r WHERE r.entity = e.entity AND live)::text,"
-    "  (SELECT count(*) FROM dm.pending_delete p WHERE p.entity = e.entity)::text"
-    " FROM ents e ORDER BY e.entity COLLATE \"C\"";
 
 /* The metrics text, as a JSON string for the cache: a scrape storm reads the dm schema once a second at most. */
 static json_t *
@@ -631,7 +615,7 @@ compute_metrics(const char *key, void *arg, int *status)
 	if (conn != NULL) {
 		failed = dmpg_begin(conn, "", NULL) < 0;
 		if (!failed)
-			res = dmpg_exec(conn, metrics_sql);
+			res = dmreport_metrics(conn);
 		failed = failed || res == NULL || dmpg_commit(conn) < 0;
 		serve_db_unlock(conn, failed);
 		up = !failed;
@@ -840,6 +824,23 @@ read_file(const char *path)
 	return out;
 }
 
+/* A TCP socket listening on sa (addr, as given, for the message); -1 after saying why. */
+static int
+listen_inet(const struct sockaddr *sa, socklen_t len, const char *addr)
+{
+	int one = 1;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 || bind(fd, sa, len) < 0 ||
+	    listen(fd, 128) < 0) {
+		dm_err("cannot listen on %s: %s", addr, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 /* A listening socket on ADDR:PORT ([v6]:PORT too) or a unix socket path; -1 after saying why. */
 static int
 listen_on(const char *addr, int *loopback)
@@ -879,7 +880,6 @@ listen_on(const char *addr, int *loopback)
 		dm_err("--listen %s: bad port", addr);
 		return -1;
 	}
-	int one = 1;
 	if (host[0] == '[') {
 		struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port) };
 		size_t l = strlen(host);
@@ -893,13 +893,7 @@ listen_on(const char *addr, int *loopback)
 			return -1;
 		}
 		*loopback = IN6_IS_ADDR_LOOPBACK(&s6.sin6_addr);
-		fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-		    bind(fd, (struct sockaddr *)&s6, sizeof s6) < 0 || listen(fd, 128) < 0) {
-			dm_err("cannot listen on %s: %s", addr, strerror(errno));
-			goto fail;
-		}
-		return fd;
+		return listen_inet((struct sockaddr *)&s6, sizeof s6, addr);
 	}
 	struct sockaddr_in s4 = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
 	if (strcmp(host, "localhost") == 0)
@@ -909,13 +903,7 @@ listen_on(const char *addr, int *loopback)
 		return -1;
 	}
 	*loopback = (ntohl(s4.sin_addr.s_addr) >> 24) == 127;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-	    bind(fd, (struct sockaddr *)&s4, sizeof s4) < 0 || listen(fd, 128) < 0) {
-		dm_err("cannot listen on %s: %s", addr, strerror(errno));
-		goto fail;
-	}
-	return fd;
+	return listen_inet((struct sockaddr *)&s4, sizeof s4, addr);
 fail:
 	if (fd >= 0)
 		close(fd);
