@@ -17,6 +17,7 @@ struct cache_entry {
 	int status;
 	double at;		/* when computed (monotonic seconds) */
 	int computing;
+	int stale;		/* forgotten while computing: what comes is kept expired */
 	double used;
 };
 
@@ -80,8 +81,10 @@ serve_cache_get(const char *key, double max_age, serve_compute_fn fn, void *arg,
 		pthread_mutex_unlock(&cache_mutex);
 		return v;
 	}
-	if (e != NULL)
+	if (e != NULL) {
 		e->computing = 1;
+		e->stale = 0;
+	}
 	pthread_mutex_unlock(&cache_mutex);
 
 	st = 200;
@@ -95,6 +98,9 @@ serve_cache_get(const char *key, double max_age, serve_compute_fn fn, void *arg,
 		e->value = st < 500 && v != NULL ? json_incref(v) : NULL;
 		e->status = st;
 		e->at = e->used = cache_now();
+		/* Begun before it was forgotten: the next caller computes again. */
+		if (e->stale)
+			e->at = -1e18;
 		pthread_cond_broadcast(&cache_done);
 	}
 	pthread_mutex_unlock(&cache_mutex);
@@ -125,9 +131,10 @@ serve_cache_forget(const char *prefix)
 
 	pthread_mutex_lock(&cache_mutex);
 	for (int i = 0; i < CACHE_SLOTS; i++)
-		if (cache[i].key != NULL && !cache[i].computing && strncmp(cache[i].key, prefix, n) == 0) {
-			json_decref(cache[i].value);
-			cache[i].value = NULL;
+		if (cache[i].key != NULL && strncmp(cache[i].key, prefix, n) == 0) {
+			/* Expired, not dropped: serve_cache_peek (the metrics) keeps the last value known. */
+			cache[i].at = -1e18;
+			cache[i].stale = cache[i].computing;
 		}
 	pthread_mutex_unlock(&cache_mutex);
 }

@@ -96,11 +96,6 @@ ev_check_state(struct tailed *t)
 	}
 	pthread_mutex_lock(&ev_mutex);
 	if (t->state == NULL || strcmp(t->state, st) != 0) {
-		if (t->state != NULL && strcmp(st, "running") != 0) {
-			/* The run changed the destination: the cached reports no longer hold. */
-			serve_cache_forget("baseline");
-			serve_cache_forget("plan");
-		}
 		free(t->state);
 		t->state = dm_xstrdup(st);
 		ev_push("run", json_incref(run));

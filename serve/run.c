@@ -572,6 +572,36 @@ serve_run_active(void)
 	return run_ids(1);
 }
 
+/*
+ * A run that ended changed the destination: the cached baselines and plans no
+ * longer hold. Whoever first sees its exit status (a GET of the run, the event
+ * thread) forgets them, before anyone can be told the run ended, so that a
+ * client that saw "succeeded" never gets the report of before. Each end once:
+ * the newest exit seen is remembered.
+ */
+static void
+run_reports_stale(const char *run_id)
+{
+	static struct timespec seen;
+	struct stat sb;
+	char *path = serve_run_path(run_id, "exit");
+	int newer = 0;
+
+	if (stat(path, &sb) == 0) {
+		pthread_mutex_lock(&run_mutex);
+		newer = sb.st_mtim.tv_sec > seen.tv_sec ||
+		    (sb.st_mtim.tv_sec == seen.tv_sec && sb.st_mtim.tv_nsec > seen.tv_nsec);
+		if (newer)
+			seen = sb.st_mtim;
+		pthread_mutex_unlock(&run_mutex);
+	}
+	free(path);
+	if (newer) {
+		serve_cache_forget("baseline");
+		serve_cache_forget("plan");
+	}
+}
+
 /* An entity's state in a run, from its dm.run row. */
 static const char *
 run_entity_state(const json_t *row, int run_running)
@@ -619,6 +649,8 @@ serve_run_get(const char *run_id)
 		req = r ? json_loads(r, 0, NULL) : NULL;
 		free(r);
 		st = run_exit_status(run_id);
+		if (st >= 0)
+			run_reports_stale(run_id);
 		cancelled = 0;
 		char *cp = serve_run_path(run_id, "cancelled");
 		cancelled = access(cp, F_OK) == 0;

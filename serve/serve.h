@@ -90,7 +90,11 @@ json_t *serve_cache_get(const char *key, double max_age, serve_compute_fn fn, vo
 /* The value cached for key, whatever its age, or NULL: nothing is computed. */
 json_t *serve_cache_peek(const char *key, int *http_status);
 
-/* Forgets the values whose key starts with prefix (a run ended: its reports are stale). */
+/*
+ * Expires the values whose key starts with prefix (a run ended: its reports are
+ * stale): the next serve_cache_get computes them again, one being computed now is
+ * kept expired; serve_cache_peek still sees the last value.
+ */
 void serve_cache_forget(const char *prefix);
 
 /* ---- exec.c: programs run to completion. */
