@@ -19,6 +19,8 @@ bats_require_minimum_version 1.5.0
     assert_line --partial "verify: all 15 entities hold the same rows"
     assert_line --partial "ok: Atlantis: same id, same row version (xmin, ctid)"
     assert_line --regexp '^== done in [0-9]+ s'
+    # Every query it shows ran: psql prints nothing like this when it does.
+    refute_output --partial "ERROR:"
     # DEMO_KEEP=0: nothing left running.
     refute_line --partial "stays up until Ctrl-C"
 }
