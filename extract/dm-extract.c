@@ -11,6 +11,7 @@
 #include "stream.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -20,7 +21,7 @@ static const char usage_text[] =
     "usage: dm-extract (--db CONNINFO | --db-env VAR) --table SCHEMA.TABLE [--entity NAME]\n"
     "       dm-extract (--db ... ) -c SPEC --entity NAME (--other C | --other-env VAR) [--side source|dest]\n"
     "                  [--columns COL,...] [--since VALUE [--overlap INTERVAL]]\n"
-    "                  [--change-column COL] [--hashes] [--snapshot ID] [-q] [-v]\n"
+    "                  [--change-column COL] [--keys FILE] [--hashes] [--snapshot ID] [-q] [-v]\n"
     "\n"
     "Writes the table as a dm row stream (dm-stream(5)) on standard output,\n"
     "ordered by primary key, read in one snapshot.\n"
@@ -33,6 +34,8 @@ static const char usage_text[] =
     "  --since VALUE        only rows whose change column is at or after VALUE\n"
     "  --overlap INTERVAL   with --since on a date/time column: go back INTERVAL further\n"
     "  --change-column COL  the change column (default: updated_at or last_update)\n"
+    "  --keys FILE          only the rows whose key is a key of the dm stream FILE\n"
+    "                       (- for standard input; any kind; with -c, legacy keys)\n"
     "  --hashes             key and row hash only, for the destination side of dm-diff\n"
     "  --snapshot ID        read in a snapshot exported by pg_export_snapshot()\n"
     "  -c, --spec FILE      read spec entity --entity NAME in the destination's shape\n"
@@ -48,6 +51,101 @@ usage(void)
 {
 	fputs("usage: dm-extract (--db CONNINFO | --db-env VAR) (--table SCHEMA.TABLE [--since VALUE] [--hashes] ... | --export-snapshot)\n", stderr);
 	exit(DM_EXIT_USAGE);
+}
+
+/* More keys than this are a batch to split, not one query's setting. */
+#define KEYS_MAX 1000000
+
+/* Appends s (n bytes) to json as a JSON string. */
+static void
+json_string(dm_buf *json, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	dm_buf_putc(json, '"');
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\') {
+			dm_buf_putc(json, '\\');
+			dm_buf_putc(json, (char)c);
+		} else if (c < 0x20) {
+			dm_buf_printf(json, "\\u00%c%c", hex[c >> 4], hex[c & 15]);
+		} else {
+			dm_buf_putc(json, (char)c);
+		}
+	}
+	dm_buf_putc(json, '"');
+}
+
+/*
+ * Reads the key of every row of the dm stream at path ("-": standard input)
+ * into json, the caller's buffer: a JSON array with one array of key texts
+ * per row, as the setting dm.keys carries it (bytea keys in the \x hex form
+ * that casts back). *width is the stream's key width, for the caller to
+ * check against the table's. Returns an exit code.
+ */
+static int
+keys_load(const char *path, dm_buf *json, size_t *width)
+{
+	static const char hex[] = "0123456789abcdef";
+	FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+	dms_reader r = { 0 };
+	int rc = DM_EXIT_STREAM, got;
+	size_t n = 0;
+	dm_buf bytes = { 0 };
+
+	if (fp == NULL) {
+		dm_err("--keys %s: %s", path, strerror(errno));
+		return DM_EXIT_USAGE;
+	}
+	if (dms_reader_open(&r, fp, strcmp(path, "-") == 0 ? "standard input" : path) != 0)
+		goto out;
+	*width = r.hdr.nkey;
+	dm_buf_putc(json, '[');
+	while ((got = dms_reader_next(&r)) == 1) {
+		if (++n > KEYS_MAX) {
+			dm_err("--keys %s: more than %d keys; split the set", path, KEYS_MAX);
+			rc = DM_EXIT_USAGE;
+			goto out;
+		}
+		dm_buf_puts(json, n > 1 ? ",[" : "[");
+		for (size_t k = 0; k < r.hdr.nkey; k++) {
+			const dm_value *v = &r.keys[k];
+			if (k > 0)
+				dm_buf_putc(json, ',');
+			if (v->kind == DM_BIN) {
+				bytes.len = 0;
+				dm_buf_puts(&bytes, "\\x");
+				for (uint32_t i = 0; i < v->len; i++) {
+					dm_buf_putc(&bytes, hex[(unsigned char)v->ptr[i] >> 4]);
+					dm_buf_putc(&bytes, hex[(unsigned char)v->ptr[i] & 15]);
+				}
+				json_string(json, bytes.data, bytes.len);
+			} else {
+				json_string(json, v->ptr, v->len);
+			}
+		}
+		dm_buf_putc(json, ']');
+	}
+	if (got < 0)
+		goto out;
+	dm_buf_putc(json, ']');
+	dm_debug("%zu keys from %s", n, path);
+	rc = DM_EXIT_OK;
+out:
+	dms_reader_free(&r);
+	dm_buf_free(&bytes);
+	if (fp != stdin)
+		fclose(fp);
+	return rc;
+}
+
+/* Puts the key set in the transaction's setting dm.keys (a parameter, never SQL text). */
+static int
+keys_set(PGconn *conn, dm_buf *json)
+{
+	const char *p[1] = { dm_buf_cstr(json) };
+	return dmpg_run_params(conn, "SELECT pg_catalog.set_config('dm.keys', $1, true)", 1, p);
 }
 
 /* Picks the columns to read: a comma list, or every stored column. Returns count or -1. */
@@ -218,7 +316,7 @@ fix_uuids(void *arg, dm_value *vals)
  */
 static int
 extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, int dest_side,
-    const char *since, const char *overlap, const char *snapshot, int hashes)
+    const char *since, const char *overlap, const char *snapshot, int hashes, dm_buf *keys, size_t keys_width)
 {
 	const dmspec_entity *e = dmspec_find(sp, name);
 	PGconn *src = dest_side ? other : conn, *dst = dest_side ? conn : other;
@@ -247,6 +345,13 @@ extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, 
 		rc = DM_EXIT_USAGE;
 		goto out;
 	}
+	if (keys != NULL && keys_width != m.nkey) {
+		dm_err("--keys: the stream's keys have %zu column(s), entity %s's legacy key %zu", keys_width, e->name, m.nkey);
+		rc = DM_EXIT_USAGE;
+		goto out;
+	}
+	if (keys != NULL && keys_set(conn, keys) < 0)
+		goto out;
 	h.kind = hashes ? DMS_HASHES : DMS_ROWS;
 	h.entity = dm_xstrdup(e->name);
 	h.table = dm_xstrdup(e->target);
@@ -291,7 +396,7 @@ extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, 
 			    dm_xasprintf("s.%s >= pg_catalog.current_setting('dm.since')::%s", q, cc->type);
 			free(q);
 		}
-		sql = dmmap_source_sql(conn, &m, cond);
+		sql = dmmap_source_sql(conn, &m, cond, keys != NULL);
 		if (m.change_src >= 0) {
 			job.nfields = h.ncols + 1;
 			job.change_pos = (int)h.ncols;
@@ -311,7 +416,7 @@ extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, 
 		dmpg_clear(res);
 		if (res == NULL)
 			goto out;
-		sql = dmmap_dest_sql(conn, &m);
+		sql = dmmap_dest_sql(conn, &m, keys != NULL);
 		if (!ledger && m.legacy_dst < 0) {
 			/* nothing loaded yet: no ledger, so no row of ours in the destination */
 			free(sql);
@@ -377,7 +482,9 @@ main(int argc, char **argv)
 {
 	const char *db = NULL, *db_env = NULL, *table_arg = NULL, *entity = NULL;
 	const char *since = NULL, *overlap = NULL, *change_opt = NULL, *snapshot = NULL;
-	const char *columns_opt = NULL;
+	const char *columns_opt = NULL, *keys_path = NULL;
+	dm_buf keys = { 0 };
+	size_t keys_width = 0;
 	int hashes = 0;
 	int rc = DM_EXIT_FAIL;
 	PGconn *conn = NULL;
@@ -399,7 +506,7 @@ main(int argc, char **argv)
 		dm_std_option(argv[1], usage_text);
 
 	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_SINCE, O_OVERLAP, O_CHANGE, O_HASHES, O_SNAP, O_COLS, O_EXPORT,
-		O_OTHER, O_OTHERENV, O_SIDE };
+		O_OTHER, O_OTHERENV, O_SIDE, O_KEYS };
 	const char *spec_path = NULL, *other_ci = NULL, *other_env = NULL, *side = "source";
 	int export_snapshot = 0;
 	static const struct option opts[] = {
@@ -418,6 +525,7 @@ main(int argc, char **argv)
 		{ "other", required_argument, NULL, O_OTHER },
 		{ "other-env", required_argument, NULL, O_OTHERENV },
 		{ "side", required_argument, NULL, O_SIDE },
+		{ "keys", required_argument, NULL, O_KEYS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -440,6 +548,7 @@ main(int argc, char **argv)
 		case O_OTHER: other_ci = optarg; break;
 		case O_OTHERENV: other_env = optarg; break;
 		case O_SIDE: side = optarg; break;
+		case O_KEYS: keys_path = optarg; break;
 		case 'h': dm_std_option("--help", usage_text); break;
 		case 'V': dm_std_option("--version", usage_text); break;
 		case 'q': dm_verbosity = 0; break;
@@ -448,7 +557,7 @@ main(int argc, char **argv)
 		}
 	}
 	if (export_snapshot) {
-		if (optind != argc || table_arg != NULL)
+		if (optind != argc || table_arg != NULL || keys_path != NULL)
 			usage();
 		const char *ci = dm_conninfo(db, db_env);
 		dmpg_application_name = "dm-extract snapshot";
@@ -469,13 +578,15 @@ main(int argc, char **argv)
 			return DM_EXIT_USAGE;
 		if (dmspec_load(spec_path, &spec) < 0)
 			return DM_EXIT_FAIL;
+		if (keys_path != NULL && (rc = keys_load(keys_path, &keys, &keys_width)) != DM_EXIT_OK)
+			goto out;
 		signal(SIGPIPE, SIG_IGN);
 		int dest_side = strcmp(side, "dest") == 0;
 		conn = dmpg_connect(ci, dest_side ? "destination" : "source");
 		if (conn != NULL)
 			other = dmpg_connect(oci, dest_side ? "source" : "destination");
-		rc = conn && other ? extract_mapped(conn, other, &spec, entity, dest_side, since, overlap, snapshot, hashes)
-		    : DM_EXIT_FAIL;
+		rc = conn && other ? extract_mapped(conn, other, &spec, entity, dest_side, since, overlap, snapshot, hashes,
+		    keys_path ? &keys : NULL, keys_width) : DM_EXIT_FAIL;
 		goto out;
 	}
 	if (optind != argc || table_arg == NULL)
@@ -490,6 +601,9 @@ main(int argc, char **argv)
 		dm_err("--table %s: expected SCHEMA.TABLE", table_arg);
 		return DM_EXIT_USAGE;
 	}
+	if (keys_path != NULL && (rc = keys_load(keys_path, &keys, &keys_width)) != DM_EXIT_OK)
+		goto out;
+	rc = DM_EXIT_FAIL;
 	/* A closed pipe must be an error we report, not a silent death. */
 	signal(SIGPIPE, SIG_IGN);
 
@@ -575,6 +689,25 @@ main(int argc, char **argv)
 			dm_buf_printf(&sql, " WHERE %s >= pg_catalog.current_setting('dm.since')::%s", q, type);
 		free(q);
 	}
+	if (keys_path != NULL) {
+		if (keys_width != t.nkey) {
+			dm_err("--keys: the stream's keys have %zu column(s), the table's key %zu", keys_width, t.nkey);
+			rc = DM_EXIT_USAGE;
+			goto out;
+		}
+		if (keys_set(conn, &keys) < 0)
+			goto out;
+		dm_buf_printf(&sql, " %s (", since != NULL ? "AND" : "WHERE");
+		for (size_t k = 0; k < t.nkey; k++) {
+			char *q = dmpg_ident(conn, t.cols[t.key[k]].name);
+			dm_buf_printf(&sql, "%s%s", k ? ", " : "", q);
+			free(q);
+		}
+		dm_buf_puts(&sql, ") IN (SELECT ");
+		for (size_t k = 0; k < t.nkey; k++)
+			dm_buf_printf(&sql, "%s(dm_keys.k->>%zu)::%s", k ? ", " : "", k, t.cols[t.key[k]].type);
+		dm_buf_puts(&sql, DMMAP_KEYS_FROM ")");
+	}
 	dm_buf_puts(&sql, " ORDER BY ");
 	for (size_t k = 0; k < h.nkey; k++) {
 		char *q = dmpg_ident(conn, h.cols[h.key[k]].name);
@@ -613,5 +746,6 @@ out:
 	free(name);
 	dm_buf_free(&sql);
 	dm_buf_free(&watermark);
+	dm_buf_free(&keys);
 	return dmpg_exit_code(rc);
 }

@@ -393,7 +393,7 @@ dmmap_free(dmmap *m)
 }
 
 char *
-dmmap_source_sql(PGconn *src, const dmmap *m, const char *since_cond)
+dmmap_source_sql(PGconn *src, const dmmap *m, const char *since_cond, int keyed)
 {
 	dm_buf b = { 0 };
 
@@ -413,8 +413,25 @@ dmmap_source_sql(PGconn *src, const dmmap *m, const char *since_cond)
 		dm_buf_printf(&b, " WHERE (%s)", m->e->where);
 		where = 1;
 	}
-	if (since_cond != NULL)
+	if (since_cond != NULL) {
 		dm_buf_printf(&b, " %s %s", where ? "AND" : "WHERE", since_cond);
+		where = 1;
+	}
+	if (keyed) {
+		dm_buf_printf(&b, " %s (", where ? "AND" : "WHERE");
+		for (size_t i = 0; i < m->nkey; i++) {
+			char *c = dmmap_col_sql(src, "s", m->key_names[i] + strlen(DMMAP_LEGACY_PREFIX));
+			dm_buf_printf(&b, "%s%s", i ? ", " : "", c);
+			free(c);
+		}
+		dm_buf_puts(&b, ") IN (SELECT ");
+		for (size_t i = 0; i < m->nkey; i++) {
+			int at = dmpg_table_column(&m->src, m->key_names[i] + strlen(DMMAP_LEGACY_PREFIX));
+			/* format_type's output: a type name as SQL spells it, safe to splice */
+			dm_buf_printf(&b, "%s(dm_keys.k->>%zu)::%s", i ? ", " : "", i, m->src.cols[at].type);
+		}
+		dm_buf_puts(&b, DMMAP_KEYS_FROM ")");
+	}
 	dm_buf_puts(&b, " ORDER BY ");
 	for (size_t i = 0; i < m->nkey; i++)
 		dm_buf_printf(&b, "%s%s COLLATE pg_catalog.\"C\"", i ? ", " : "", m->key_sql[i]);
@@ -422,7 +439,7 @@ dmmap_source_sql(PGconn *src, const dmmap *m, const char *since_cond)
 }
 
 char *
-dmmap_dest_sql(PGconn *dst, const dmmap *m)
+dmmap_dest_sql(PGconn *dst, const dmmap *m, int keyed)
 {
 	dm_buf b = { 0 };
 	char *pk = dmmap_col_sql(dst, "t", m->dst.cols[m->pk_dst].name);
@@ -436,8 +453,11 @@ dmmap_dest_sql(PGconn *dst, const dmmap *m)
 			dm_buf_printf(&b, ", %s", c);
 			free(c);
 		}
-		dm_buf_printf(&b, " FROM %s t WHERE %s IS NOT NULL ORDER BY (%s)::pg_catalog.text COLLATE pg_catalog.\"C\"",
-		    m->dst.qualified, l, l);
+		dm_buf_printf(&b, " FROM %s t WHERE %s IS NOT NULL", m->dst.qualified, l);
+		if (keyed)
+			dm_buf_printf(&b, " AND %s IN (SELECT (dm_keys.k->>0)::%s" DMMAP_KEYS_FROM ")",
+			    l, m->dst.cols[m->legacy_dst].type);
+		dm_buf_printf(&b, " ORDER BY (%s)::pg_catalog.text COLLATE pg_catalog.\"C\"", l);
 		free(l);
 	} else {
 		for (size_t i = 0; i < m->nkey; i++)
@@ -449,7 +469,11 @@ dmmap_dest_sql(PGconn *dst, const dmmap *m)
 		}
 		/* rows without a ledger entry were made in the new system: never ours to touch */
 		dm_buf_printf(&b, " FROM %s t JOIN dm.ledger l ON l.entity = pg_catalog.current_setting('dm.entity')"
-		    " AND l.dest_key = (%s)::pg_catalog.text ORDER BY ", m->dst.qualified, pk);
+		    " AND l.dest_key = (%s)::pg_catalog.text", m->dst.qualified, pk);
+		if (keyed)
+			dm_buf_puts(&b, " WHERE l.legacy_key IN (SELECT ARRAY("
+			    "SELECT pg_catalog.jsonb_array_elements_text(dm_keys.k))" DMMAP_KEYS_FROM ")");
+		dm_buf_puts(&b, " ORDER BY ");
 		for (size_t i = 0; i < m->nkey; i++)
 			dm_buf_printf(&b, "%sl.legacy_key[%zu] COLLATE pg_catalog.\"C\"", i ? ", " : "", i + 1);
 	}

@@ -53,9 +53,21 @@ typedef struct dmmap {
 int dmmap_build(PGconn *src, PGconn *dst, const dmspec *spec, const dmspec_entity *e, dmmap *m);
 void dmmap_free(dmmap *m);
 
-/* The SQL that reads the source side: key text, then every column; ordered by key. */
-char *dmmap_source_sql(PGconn *src, const dmmap *m, const char *since_cond);
-/* The SQL that reads the destination side, in the same shape. */
-char *dmmap_dest_sql(PGconn *dst, const dmmap *m);
+/*
+ * The key set of dm-extract --keys travels in the transaction's setting
+ * dm.keys as a JSON array of arrays of key texts, never in the SQL text;
+ * this FROM item turns it into rows of k, one jsonb array per key.
+ */
+#define DMMAP_KEYS_FROM \
+	" FROM pg_catalog.jsonb_array_elements(pg_catalog.current_setting('dm.keys')::pg_catalog.jsonb) dm_keys(k)"
+/*
+ * The SQL that reads the source side: key text, then every column; ordered
+ * by key. since_cond (or NULL) is a further condition on alias s; keyed
+ * keeps only the legacy keys in dm.keys, compared in the source columns'
+ * own types so that their index serves. Returns a new string.
+ */
+char *dmmap_source_sql(PGconn *src, const dmmap *m, const char *since_cond, int keyed);
+/* The SQL that reads the destination side, in the same shape; keyed as above. */
+char *dmmap_dest_sql(PGconn *dst, const dmmap *m, int keyed);
 
 #endif
