@@ -38,6 +38,8 @@ static const char usage_text[] =
     "  --db-env VAR         read it from environment variable VAR\n"
     "  --run-id ID          hold: the run that holds (default: hold/PID)\n"
     "  --wait SECONDS       hold: wait that long for another run to let go (default 0)\n"
+    "  --parent PID         hold: the process whose end ends the hold (default: the\n"
+    "                       parent); if it is not our parent already, nothing is held\n"
     "  --json               status: print JSON\n";
 
 static void
@@ -45,7 +47,7 @@ usage(void)
 {
 	fputs("usage: dm-ckpt (--db CONNINFO | --db-env VAR) list | show ENTITY | watermark ENTITY |"
 	    " set ENTITY VALUE | reset [ENTITY] | runs [ENTITY] | [--json] status [ENTITY...] |"
-	    " [--run-id ID] [--wait SECONDS] hold ENTITY...\n", stderr);
+	    " [--run-id ID] [--wait SECONDS] [--parent PID] hold ENTITY...\n", stderr);
 	exit(DM_EXIT_USAGE);
 }
 
@@ -166,11 +168,19 @@ hold_reconnect(PGconn **connp, const char *conninfo, char **entities, int n, con
  */
 static int
 hold_entities(PGconn **connp, const char *conninfo, char **entities, int n, const char *owner,
-    double wait_seconds)
+    double wait_seconds, pid_t parent)
 {
 	double deadline = hold_now() + wait_seconds;
-	pid_t parent = getppid();
 	int got;
+
+	/*
+	 * A parent killed between its fork and our first getppid() would leave us
+	 * watching our new parent, held forever: the caller names itself instead.
+	 */
+	if (getppid() != parent) {
+		dm_err("hold: process %ld, which the hold was for, is gone: nothing held", (long)parent);
+		return DM_EXIT_FAIL;
+	}
 
 	signal(SIGTERM, hold_on_signal);
 	signal(SIGINT, hold_on_signal);
@@ -251,15 +261,17 @@ main(int argc, char **argv)
 		dm_std_option(argv[1], usage_text);
 	const char *run_id = NULL;
 	double wait_seconds = 0;
+	pid_t parent = getppid();
 	char owner[160];
 	int json = 0;
-	enum { O_DB = 256, O_DBENV, O_RUNID, O_WAIT, O_JSON };
+	enum { O_DB = 256, O_DBENV, O_RUNID, O_WAIT, O_JSON, O_PARENT };
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, O_DB },
 		{ "db-env", required_argument, NULL, O_DBENV },
 		{ "run-id", required_argument, NULL, O_RUNID },
 		{ "wait", required_argument, NULL, O_WAIT },
 		{ "json", no_argument, NULL, O_JSON },
+		{ "parent", required_argument, NULL, O_PARENT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -271,6 +283,13 @@ main(int argc, char **argv)
 		case O_DBENV: db_env = optarg; break;
 		case O_RUNID: run_id = optarg; break;
 		case O_JSON: json = 1; break;
+		case O_PARENT: {
+			uint64_t v;
+			if (dm_parse_u64(optarg, &v) < 0 || v < 1 || v > INT32_MAX)
+				usage();
+			parent = (pid_t)v;
+			break;
+		}
 		case O_WAIT: {
 			char *end;
 			errno = 0;
@@ -329,7 +348,7 @@ main(int argc, char **argv)
 			snprintf(owner, sizeof owner, "%s/%ld", run_id, (long)getpid());
 		else
 			snprintf(owner, sizeof owner, "hold/%ld", (long)getpid());
-		rc = hold_entities(&conn, conninfo, argv + optind + 1, nargs - 1, owner, wait_seconds);
+		rc = hold_entities(&conn, conninfo, argv + optind + 1, nargs - 1, owner, wait_seconds, parent);
 		goto out;
 	}
 	if (dmpg_begin(conn, "", NULL) < 0)

@@ -38,3 +38,41 @@ teardown_file() {
     run -1 dm-ckpt --db-env DST show public.a
     assert_output --partial "no checkpoint"
 }
+
+# held_leases: the run leases in c_dst, "entity owner" lines.
+held_leases() {
+    dm_psql c_dst "SELECT entity || ' ' || owner FROM dm.lease WHERE entity LIKE 'run:%' ORDER BY 1"
+}
+
+@test "hold: for its parent only; one whose parent died before it looked holds nothing" {
+    run -2 dm-ckpt --db-env DST --parent x hold a
+    run -2 dm-ckpt --db-env DST --parent 0 hold a
+    # a parent already gone: nothing is taken, exit 1, the pid named
+    sleep 0 &
+    local dead=$!
+    wait "$dead"
+    run -1 timeout 20 dm-ckpt --db-env DST --run-id gone --parent "$dead" hold h.one h.two
+    assert_output --partial "process $dead, which the hold was for, is gone: nothing held"
+    run -0 held_leases
+    refute_output --partial "gone/"
+    # a parent that is the parent: held until it ends, then released
+    local out=$BATS_TEST_TMPDIR/held i
+    bash -c 'dm-ckpt --db-env DST --run-id mine --parent $$ hold h.one h.two >"$1" 2>&1 </dev/null & sleep 30' _ "$out" &
+    local parent=$!
+    for ((i = 0; i < 300; i++)); do
+        grep -q held "$out" && break
+        sleep 0.1
+    done
+    run -0 held_leases
+    assert_line --regexp '^run:h.one mine/[0-9]+$'
+    assert_line --regexp '^run:h.two mine/[0-9]+$'
+    kill -KILL "$parent"
+    wait "$parent" || true
+    # it looks at its parent every second: released within seconds of the parent's end
+    for ((i = 0; i < 300; i++)); do
+        [[ -z "$(held_leases)" ]] && break
+        sleep 0.1
+    done
+    run -0 held_leases
+    assert_output ""
+}
