@@ -26,10 +26,10 @@ PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(WARNINGS) -Ilib $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 
-LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c lib/mapping.c lib/report.c
+LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c lib/mapping.c lib/report.c lib/feed.c
 LIB_OBJ = $(LIB_SRC:lib/%.c=build/lib/%.o)
 
-PROGS = bin/dm-extract bin/dm-entities bin/dm-diff bin/dm-cat bin/dm-load bin/dm-ckpt
+PROGS = bin/dm-extract bin/dm-decode bin/dm-entities bin/dm-diff bin/dm-cat bin/dm-load bin/dm-ckpt
 SERVE_OBJ = build/serve/dm-serve.o build/serve/api.o build/serve/run.o build/serve/events.o \
 	build/serve/cache.o build/serve/exec.o build/serve/db.o build/serve/parse.o build/serve/assets.o
 SERVE_LIBS := $(shell $(PKG_CONFIG) --libs libmicrohttpd 2>/dev/null) -lpthread
@@ -64,6 +64,8 @@ build/libdm.a: $(LIB_OBJ)
 
 bin/dm-extract: build/extract/dm-extract.o build/libdm.a
 bin/dm-entities: build/extract/dm-entities.o build/libdm.a
+DECODE_OBJ = build/extract/dm-decode.o build/extract/follow.o build/extract/pgoutput.o
+bin/dm-decode: $(DECODE_OBJ) build/libdm.a
 bin/dm-diff: build/diff/dm-diff.o build/libdm.a
 bin/dm-cat: build/diff/dm-cat.o build/libdm.a
 LOAD_OBJ = build/load/dm-load.o build/load/target.o build/load/stage.o build/load/deletes.o \
