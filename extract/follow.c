@@ -59,7 +59,8 @@ pg_now_us(void)
  * What the slot may be confirmed to: the destination's applied_lsn, never
  * further, and never beyond what this feed has seen (a hand-written value
  * from the future waits). Nothing (0) while it is not past our start: the
- * slot is then already there, and confirming less would move it back.
+ * slot is then already there, and confirming less would move it back
+ * (PostgreSQL 15 takes a smaller flush position as it comes).
  */
 static uint64_t
 confirmable(const follower *f)
@@ -67,6 +68,9 @@ confirmable(const follower *f)
 	uint64_t seen = f->received > f->last_end ? f->received : f->last_end;
 	uint64_t lsn = f->applied < seen ? f->applied : seen;
 
+	/* A destination restored to an older state cannot take the slot back: its WAL is gone. */
+	if (lsn < f->confirmed)
+		lsn = f->confirmed;
 	return lsn > f->start ? lsn : 0;
 }
 
