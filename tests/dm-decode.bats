@@ -44,18 +44,26 @@ wait_for() {
     done
 }
 
+# feed_py FILE CODE: run python3 CODE over the feed's messages as dm-cat prints them
+# (a list m of JSON objects). python3 rather than jq: it is already a test dependency.
+feed_py() {
+    dm-cat "$1" 2>/dev/null | python3 -c 'import json, sys
+m = [json.loads(l) for l in sys.stdin]
+exec(sys.argv[1])' "$2"
+}
+
 # feed_ops FILE: the feed as lines "op schema.table key,..." and "commit", in feed order.
 feed_ops() {
-    dm-cat "$1" 2>/dev/null | jq -rn 'reduce inputs as $m ({rel: {}, out: []};
-        if ($m | has("table")) then .rel[$m.relation | tostring] = $m.table
-        elif ($m | has("op")) then .out += ["\($m.op) \(.rel[$m.relation | tostring]) \($m.key | join(","))"]
-        elif ($m | has("commit")) then .out += ["commit"]
-        else . end) | .out[]'
+    feed_py "$1" 'rel = {}
+for x in m:
+    if "table" in x: rel[x["relation"]] = x["table"]
+    elif "op" in x: print(x["op"], rel[x["relation"]], ",".join(x["key"]))
+    elif "commit" in x: print("commit")'
 }
 
 # commits FILE: the commit messages' end LSNs, one a line.
 commits() {
-    dm-cat "$1" 2>/dev/null | jq -r 'select(has("commit")) | .end'
+    feed_py "$1" 'print("\n".join(x["end"] for x in m if "commit" in x))' | grep .
 }
 
 # ncommits FILE N: does FILE hold at least N commits yet (a live feed, no trailer needed)?
@@ -233,7 +241,7 @@ EOF
     # commit LSNs strictly increase, each end past its commit, the last at or before $end
     run -0 dm_psql d_follow "SELECT bool_and(c < e) AND bool_and(e <= '$end'::pg_lsn)
         AND bool_and(prev IS NULL OR prev < c) FROM (SELECT c::pg_lsn, e::pg_lsn, lag(e::pg_lsn) OVER (ORDER BY n) AS prev
-        FROM (VALUES $(dm-cat "$tmp/feed" | jq -r 'select(has("commit")) | "(\(input_line_number), '\''\(.commit)'\'', '\''\(.end)'\'')"' | paste -sd,)) v(n, c, e)) x"
+        FROM (VALUES $(feed_py "$tmp/feed" 'print(",".join("(%d, %r, %r)" % (i, x["commit"], x["end"]) for i, x in enumerate(m) if "commit" in x))')) v(n, c, e)) x"
     assert_output t
     # the relation messages name the columns, types and key; the trailer closes it
     run -0 bash -c "dm-cat '$tmp/feed' | grep -E '\"table\"|\"end\":true' | sed 's/\"relation\":[0-9]*/R/; s/\"last_lsn\":\"[^\"]*\"/L/'"
