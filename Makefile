@@ -182,11 +182,18 @@ bin/fuzz-serve: tests/fuzz/fuzz-serve.c serve/parse.c lib/util.c serve/serve.h l
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(WARNINGS) -Ilib -Iserve $(PKG_CFLAGS) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz-serve.c serve/parse.c lib/util.c $(PKG_LIBS)
 
-# Both targets, FUZZ_SECONDS each: the stream reader and merge, and dm-serve's parsers.
-fuzz: bin/fuzz-stream bin/fuzz-serve
-	@mkdir -p build/fuzz-corpus build/fuzz-serve-corpus
+# dm-decode's parsers: replication and pgoutput messages (no libpq), and the feed reader.
+bin/fuzz-pgoutput: tests/fuzz/fuzz-pgoutput.c extract/pgoutput.c extract/pgoutput.h $(LIB_SRC) lib/*.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(WARNINGS) -Ilib -Iextract $(PKG_CFLAGS) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz-pgoutput.c extract/pgoutput.c $(LIB_SRC) $(PKG_LIBS)
+
+# The three targets, FUZZ_SECONDS each: the stream reader and merge, dm-serve's parsers,
+# dm-decode's parsers and the feed reader.
+fuzz: bin/fuzz-stream bin/fuzz-serve bin/fuzz-pgoutput
+	@mkdir -p build/fuzz-corpus build/fuzz-serve-corpus build/fuzz-pgoutput-corpus
 	bin/fuzz-stream -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build/fuzz-corpus tests/fuzz/corpus
 	bin/fuzz-serve -max_total_time=$(FUZZ_SECONDS) -max_len=70000 build/fuzz-serve-corpus tests/fuzz/serve-corpus
+	bin/fuzz-pgoutput -max_total_time=$(FUZZ_SECONDS) -max_len=16384 build/fuzz-pgoutput-corpus tests/fuzz/pgoutput-corpus
 
 fuzz-smoke: bin/fuzz-stream
 	@mkdir -p build/fuzz-corpus

@@ -401,9 +401,16 @@ dmpgo_lsn_parse(const char *s, uint64_t *lsn)
 void
 dmpgo_time_text(int64_t pg_us, char out[40])
 {
+	/* Years 1 to 9999 only: no overflow, no strftime output longer than out. */
+	const int64_t lo = INT64_C(-63082281600000000), hi = INT64_C(252455615999999999);
+	struct tm tm;
+
+	if (pg_us < lo || pg_us > hi) {
+		snprintf(out, 40, "invalid");
+		return;
+	}
 	int64_t us = pg_us + DMPGO_EPOCH_OFFSET_US;
 	int64_t secs = us / 1000000, frac = us % 1000000;
-	struct tm tm;
 
 	if (frac < 0) {
 		frac += 1000000;
