@@ -251,6 +251,15 @@ EOF
 {"end":true,"messages":23,L}
 EOF
 )"
+    # a damaged key fails the checksum: dm-cat prints up to the damage, then exits 3
+    python3 -c 'import sys
+b = open(sys.argv[1], "rb").read()
+i = b.index(b"\xa230")
+open(sys.argv[2], "wb").write(b[:i] + b"\xa231" + b[i + 3:])' "$tmp/feed" "$tmp/damaged"
+    run -3 dm-cat "$tmp/damaged"
+    assert_output --partial "invalid feed: checksum mismatch (corrupted data)"
+    assert_output --partial '"key":["31"]'
+    refute_output --partial '"end":true'
     # nothing was confirmed without --dest: the next run sends it all again
     dm-decode --db-env SRC --slot s_follow --publication p_follow --until-lsn "$end" >"$tmp/feed2" 3>&-
     cmp "$tmp/feed" "$tmp/feed2"
@@ -274,6 +283,11 @@ EOF
     run -0 dm_psql d_confirm_dst "SELECT count(*) FROM dm.follow"
     assert_output 0
     [[ "$(slot_field d_confirm s_conf confirmed_flush_lsn)" == "$start" ]]
+    # a second follower of the same slot is turned away: another run holds it (exit 6)
+    run -6 dm-decode --db-env SRC --slot s_conf --publication p_conf --wait 0 3>&-
+    assert_output --partial "dm-decode: s_conf: replication slot s_conf is in use by process "
+    run -0 dm-decode --db-env SRC --slot s_conf --status
+    assert_line "active=true"
     dm_psql d_confirm_dst "INSERT INTO dm.follow VALUES ('s_conf', '${ends[1]}', now(), now())"
     wait_for "confirmed_flush_lsn = ${ends[1]}" confirmed_is d_confirm s_conf "${ends[1]}"
     kill -TERM "$pid"
