@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "decode.h"
 #include "pgoutput.h"
+#include "state.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -14,9 +15,11 @@
 
 static const char usage_text[] =
     "usage: dm-decode (--db CONNINFO | --db-env VAR) --slot NAME --publication NAME --create [--tables S.T,...]\n"
+    "                 [--dest-env VAR]\n"
     "       dm-decode (--db ...) --slot NAME --publication NAME [--dest-env VAR]\n"
     "                 [--until-lsn LSN | --until-idle SECONDS] [--wait SECONDS]\n"
     "       dm-decode (--db ...) --slot NAME --drop [--drop-publication --publication NAME] [--wait SECONDS]\n"
+    "                 [--dest-env VAR]\n"
     "       dm-decode (--db ...) --slot NAME --status\n"
     "\n"
     "Follows the source database by logical decoding (the pgoutput plugin) and\n"
@@ -34,7 +37,8 @@ static const char usage_text[] =
     "  --dest CONNINFO, --dest-env VAR\n"
     "                       the destination: the slot is confirmed up to the\n"
     "                       applied_lsn of dm.follow there, never further; without\n"
-    "                       it nothing is confirmed\n"
+    "                       it nothing is confirmed. With --create, the slot's row\n"
+    "                       there starts at the consistent point; --drop deletes it\n"
     "  --until-lsn LSN      stop after the first commit at or past LSN\n"
     "  --until-idle SECONDS stop after SECONDS without a change\n"
     "  --wait SECONDS       wait that long for a slot another process holds (default 10)\n"
@@ -292,6 +296,38 @@ out:
 }
 
 /*
+ * The slot's row in the destination's dm.follow: set to lsn (a new slot
+ * starts there, whatever an older slot of that name had applied), or
+ * deleted when lsn is NULL. 0, or -1 after printing why.
+ */
+static int
+set_follow_row(PGconn *dest, const char *slot, const char *lsn)
+{
+	const char *p[2] = { slot, lsn };
+
+	if (lsn == NULL)
+		return dmpg_run_params(dest, "DELETE FROM dm.follow WHERE slot = $1", 1, p);
+	return dmpg_run_params(dest,
+	    "INSERT INTO dm.follow AS f (slot, applied_lsn, applied_at, commit_time)"
+	    " VALUES ($1, $2::pg_catalog.pg_lsn, pg_catalog.now(), NULL)"
+	    " ON CONFLICT (slot) DO UPDATE SET applied_lsn = EXCLUDED.applied_lsn,"
+	    " applied_at = EXCLUDED.applied_at, commit_time = NULL", 2, p);
+}
+
+/* Connects to the destination of --dest and makes sure dm.follow is there; NULL after printing why. */
+static PGconn *
+connect_dest(const decode_opts *o)
+{
+	PGconn *dest = dmpg_connect(o->dest_conninfo, "destination");
+
+	if (dest != NULL && dmstate_ensure(dest) < 0) {
+		dmpg_finish(dest);
+		return NULL;
+	}
+	return dest;
+}
+
+/*
  * --create: the publication, then the slot with an exported snapshot, whose
  * name and consistent point go to stdout; the snapshot is held (the
  * replication connection stays idle) until stdin closes, so that the first
@@ -300,12 +336,14 @@ out:
 static int
 do_create(const decode_opts *o)
 {
-	PGconn *src = dmpg_connect(o->conninfo, "source"), *repl = NULL;
+	PGconn *src = dmpg_connect(o->conninfo, "source"), *repl = NULL, *dest = NULL;
 	PGresult *res = NULL, *ver = NULL;
 	int rc = DM_EXIT_FAIL;
 	char buf[256];
 
 	if (src == NULL || decode_preflight(src) < 0)
+		goto out;
+	if (o->dest_conninfo != NULL && (dest = connect_dest(o)) == NULL)
 		goto out;
 	int e = slot_exists(src, o->slot);
 	if (e < 0)
@@ -347,6 +385,11 @@ do_create(const decode_opts *o)
 	free(cmd);
 	if (res == NULL)
 		goto out;
+	if (dest != NULL && set_follow_row(dest, o->slot, dmpg_value(res, 0, 1)) < 0) {
+		dm_err("the slot was created, but its row in dm.follow could not be set: drop the slot"
+		    " (dm-decode --drop) and create it again");
+		goto out;
+	}
 	printf("%s %s\n", dmpg_value(res, 0, 2), dmpg_value(res, 0, 1));
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		dm_err("cannot write the snapshot name: standard output failed");
@@ -360,17 +403,20 @@ out:
 	dmpg_clear(ver);
 	dmpg_finish(src);
 	dmpg_finish(repl);
+	dmpg_finish(dest);
 	return rc;
 }
 
 static int
 do_drop(const decode_opts *o)
 {
-	PGconn *src = dmpg_connect(o->conninfo, "source");
+	PGconn *src = dmpg_connect(o->conninfo, "source"), *dest = NULL;
 	char *confirmed = NULL;
 	int rc = DM_EXIT_FAIL;
 
 	if (src == NULL || decode_preflight(src) < 0)
+		goto out;
+	if (o->dest_conninfo != NULL && (dest = connect_dest(o)) == NULL)
 		goto out;
 	int busy = decode_slot_free(src, o, &confirmed);
 	if (busy != 0) {
@@ -389,10 +435,13 @@ do_drop(const decode_opts *o)
 		if (r < 0)
 			goto out;
 	}
+	if (dest != NULL && set_follow_row(dest, o->slot, NULL) < 0)
+		goto out;
 	rc = DM_EXIT_OK;
 out:
 	free(confirmed);
 	dmpg_finish(src);
+	dmpg_finish(dest);
 	return rc;
 }
 
@@ -502,7 +551,7 @@ main(int argc, char **argv)
 		usage();
 	if ((o.tables && !create) || (o.drop_publication && (!drop || o.publication == NULL)) ||
 	    ((create || follow) && o.publication == NULL) ||
-	    (!follow && (dest || dest_env || until_lsn || until_idle)) || (until_lsn && until_idle) ||
+	    (status && (dest || dest_env)) || (!follow && (until_lsn || until_idle)) || (until_lsn && until_idle) ||
 	    (wait && (create || status)))
 		usage();
 	if (!valid_slot(o.slot)) {

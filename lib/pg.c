@@ -675,32 +675,3 @@ dmpg_copy_both_send(PGconn *conn, const char *data, size_t len)
 	}
 	return 0;
 }
-
-int
-dmpg_copy_both_end(PGconn *conn)
-{
-	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
-		return -1;
-	if (PQputCopyEnd(conn, NULL) != 1 || PQflush(conn) != 0)
-		return -1;
-	/* The server answers CopyDone with its own, then the command's results. */
-	char *buf = NULL;
-	int n;
-	while ((n = PQgetCopyData(conn, &buf, 0)) > 0) {
-		PQfreemem(buf);
-		buf = NULL;
-	}
-	if (n == -2)
-		return -1;
-	PGresult *res;
-	int rc = 0;
-	while ((res = PQgetResult(conn)) != NULL) {
-		ExecStatusType st = PQresultStatus(res);
-		if (st == PGRES_FATAL_ERROR)
-			rc = -1;
-		PQclear(res);
-		if (st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH || st == PGRES_COPY_IN)
-			return -1;
-	}
-	return rc;
-}

@@ -157,8 +157,6 @@ int dmpg_copy_both_start(PGconn *conn, const char *cmd);
 int dmpg_copy_both_read(PGconn *conn, int timeout_ms, char **buf);
 /* Sends one CopyData message and flushes it; 0 or -1. */
 int dmpg_copy_both_send(PGconn *conn, const char *data, size_t len);
-/* Ends our side of a COPY BOTH and reads the results; 0 or -1 (quiet). */
-int dmpg_copy_both_end(PGconn *conn);
 
 /* Result accessors, so that programs never call libpq themselves. */
 int dmpg_nrows(const PGresult *res);

@@ -92,6 +92,7 @@ slot_inactive() {
     run -2 dm-decode --db-env SRC --slot s --create
     run -2 dm-decode --db-env SRC --slot s --publication p --tables public.a
     run -2 dm-decode --db-env SRC --slot s --status --until-idle 3
+    run -2 dm-decode --db-env SRC --slot s --status --dest-env SRC
     run -2 dm-decode --db-env SRC --slot s --publication p --until-lsn 0/1 --until-idle 3
     run -2 dm-decode --db-env SRC --slot s --drop --drop-publication
     run -2 dm-decode --db-env SRC --slot s --create --drop --publication p
@@ -153,9 +154,12 @@ slot_inactive() {
 
 @test "--create: prints a snapshot that psql can read in while dm-decode holds it; the slot starts there" {
     src_db d_create
+    dm_createdb d_create_dst
+    export DST
+    DST=$(dm_conninfo d_create_dst)
     local tmp=$BATS_TEST_TMPDIR pid snap lsn
     mkfifo "$tmp/in"
-    dm-decode --db-env SRC --slot s_create --publication p_create --create --tables public.a,public.b \
+    dm-decode --db-env SRC --slot s_create --publication p_create --create --tables public.a,public.b --dest-env DST \
         <"$tmp/in" >"$tmp/out" 2>"$tmp/err" 3>&- &
     pid=$!
     exec 7>"$tmp/in"
@@ -164,6 +168,9 @@ slot_inactive() {
     [[ "$snap" =~ ^[0-9A-F]+-[0-9A-F]+-[0-9]+$ ]]
     [[ "$lsn" =~ ^[0-9A-F]+/[0-9A-F]+$ ]]
     [[ "$(slot_field d_create s_create confirmed_flush_lsn)" == "$lsn" ]]
+    # with --dest, the slot's row in dm.follow starts at the consistent point
+    run -0 dm_psql d_create_dst "SELECT applied_lsn FROM dm.follow WHERE slot = 's_create'"
+    assert_output "$lsn"
     # a row inserted after the slot: the snapshot does not see it, the feed will
     dm_psql d_create "INSERT INTO public.a VALUES (3, 'three')"
     run -0 dm_psql d_create "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT '$snap';
@@ -352,7 +359,7 @@ open(sys.argv[2], "wb").write(b[:i] + b"\xa231" + b[i + 3:])' "$tmp/feed" "$tmp/
     assert_output --partial "truncated: no trailer"
 }
 
-@test "--until-idle stops after that long without a change; --status and --drop" {
+@test "--until-idle stops after that long without a change; --status; --drop, with dm.follow's row" {
     src_db d_admin
     local tmp=$BATS_TEST_TMPDIR
     dm-decode --db-env SRC --slot s_admin --publication p_admin --create --tables public.a,public.b </dev/null >/dev/null
@@ -374,6 +381,15 @@ open(sys.argv[2], "wb").write(b[:i] + b"\xa231" + b[i + 3:])' "$tmp/feed" "$tmp/
         FROM pg_replication_slots WHERE slot_name = 's_admin'"
     assert_output t
 
+    dm_createdb d_admin_dst
+    export DST
+    DST=$(dm_conninfo d_admin_dst)
+    dm-decode --db-env SRC --slot s_other --publication p_admin --create --dest-env DST </dev/null >/dev/null
+    run -0 dm_psql d_admin_dst "SELECT count(*) FROM dm.follow WHERE slot = 's_other'"
+    assert_output 1
+    run -0 dm-decode --db-env SRC --slot s_other --drop --dest-env DST
+    run -0 dm_psql d_admin_dst "SELECT count(*) FROM dm.follow"
+    assert_output 0
     run -0 dm-decode --db-env SRC --slot s_admin --drop --drop-publication --publication p_admin
     run -0 dm_psql d_admin "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 's_admin'),
         (SELECT count(*) FROM pg_publication WHERE pubname = 'p_admin')"
