@@ -26,10 +26,10 @@ PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(WARNINGS) -Ilib $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 
-LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c lib/mapping.c lib/report.c
+LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c lib/mapping.c lib/report.c lib/feed.c
 LIB_OBJ = $(LIB_SRC:lib/%.c=build/lib/%.o)
 
-PROGS = bin/dm-extract bin/dm-entities bin/dm-diff bin/dm-cat bin/dm-load bin/dm-ckpt
+PROGS = bin/dm-extract bin/dm-decode bin/dm-entities bin/dm-diff bin/dm-cat bin/dm-load bin/dm-ckpt
 SERVE_OBJ = build/serve/dm-serve.o build/serve/api.o build/serve/run.o build/serve/events.o \
 	build/serve/cache.o build/serve/exec.o build/serve/db.o build/serve/parse.o build/serve/assets.o
 SERVE_LIBS := $(shell $(PKG_CONFIG) --libs libmicrohttpd 2>/dev/null) -lpthread
@@ -64,6 +64,8 @@ build/libdm.a: $(LIB_OBJ)
 
 bin/dm-extract: build/extract/dm-extract.o build/libdm.a
 bin/dm-entities: build/extract/dm-entities.o build/libdm.a
+DECODE_OBJ = build/extract/dm-decode.o build/extract/follow.o build/extract/pgoutput.o
+bin/dm-decode: $(DECODE_OBJ) build/libdm.a
 bin/dm-diff: build/diff/dm-diff.o build/libdm.a
 bin/dm-cat: build/diff/dm-cat.o build/libdm.a
 LOAD_OBJ = build/load/dm-load.o build/load/target.o build/load/stage.o build/load/deletes.o \
@@ -180,11 +182,18 @@ bin/fuzz-serve: tests/fuzz/fuzz-serve.c serve/parse.c lib/util.c serve/serve.h l
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(WARNINGS) -Ilib -Iserve $(PKG_CFLAGS) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz-serve.c serve/parse.c lib/util.c $(PKG_LIBS)
 
-# Both targets, FUZZ_SECONDS each: the stream reader and merge, and dm-serve's parsers.
-fuzz: bin/fuzz-stream bin/fuzz-serve
-	@mkdir -p build/fuzz-corpus build/fuzz-serve-corpus
+# dm-decode's parsers: replication and pgoutput messages (no libpq), and the feed reader.
+bin/fuzz-pgoutput: tests/fuzz/fuzz-pgoutput.c extract/pgoutput.c extract/pgoutput.h $(LIB_SRC) lib/*.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(WARNINGS) -Ilib -Iextract $(PKG_CFLAGS) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz-pgoutput.c extract/pgoutput.c $(LIB_SRC) $(PKG_LIBS)
+
+# The three targets, FUZZ_SECONDS each: the stream reader and merge, dm-serve's parsers,
+# dm-decode's parsers and the feed reader.
+fuzz: bin/fuzz-stream bin/fuzz-serve bin/fuzz-pgoutput
+	@mkdir -p build/fuzz-corpus build/fuzz-serve-corpus build/fuzz-pgoutput-corpus
 	bin/fuzz-stream -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build/fuzz-corpus tests/fuzz/corpus
 	bin/fuzz-serve -max_total_time=$(FUZZ_SECONDS) -max_len=70000 build/fuzz-serve-corpus tests/fuzz/serve-corpus
+	bin/fuzz-pgoutput -max_total_time=$(FUZZ_SECONDS) -max_len=16384 build/fuzz-pgoutput-corpus tests/fuzz/pgoutput-corpus
 
 fuzz-smoke: bin/fuzz-stream
 	@mkdir -p build/fuzz-corpus

@@ -4,6 +4,7 @@
  * read, then fails.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "feed.h"
 #include "stream.h"
 
 #include <errno.h>
@@ -13,8 +14,8 @@
 static const char usage_text[] =
     "usage: dm-cat [-q] [-v] [FILE]\n"
     "\n"
-    "Prints a dm stream (dm-stream(5)) as JSON lines: the header, one line per\n"
-    "row, the trailer. FILE defaults to standard input.\n";
+    "Prints a dm stream or change feed (dm-stream(5)) as JSON lines: the header,\n"
+    "one line per row (or message), the trailer. FILE defaults to standard input.\n";
 
 static void
 usage(void)
@@ -117,6 +118,69 @@ print_header(FILE *out, const dms_header *h)
 	fputs("}\n", out);
 }
 
+/*
+ * A change feed: one line per message, sync points only with -v. Returns
+ * an exit code; what was read before damage is printed.
+ */
+static int
+print_feed(dmf_reader *f)
+{
+	static const char *const ops[] = { "insert", "update", "delete" };
+	int got;
+
+	fputs("{\"dm\":\"feed\",\"version\":1,\"slot\":", stdout);
+	json_cstr_or_null(stdout, f->slot);
+	fputs(",\"publication\":", stdout);
+	json_cstr_or_null(stdout, f->publication);
+	fputs(",\"start_lsn\":", stdout);
+	json_cstr_or_null(stdout, f->start_lsn);
+	fputs("}\n", stdout);
+	while ((got = dmf_reader_next(f)) > 0) {
+		const msgpack_object *a = f->obj->via.array.ptr;
+		if (got == 2) {
+			if (dm_verbosity >= 2)
+				printf("{\"sync\":%llu}\n", (unsigned long long)f->messages);
+		} else if (f->type == DMF_RELATION) {
+			printf("{\"relation\":%u,\"table\":", f->relid);
+			json_string(stdout, a[2].via.str.ptr, a[2].via.str.size);
+			fputs(",\"columns\":[", stdout);
+			for (uint32_t i = 0; i < a[3].via.array.size; i++) {
+				const msgpack_object *c = a[3].via.array.ptr[i].via.array.ptr;
+				fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
+				json_string(stdout, c[0].via.str.ptr, c[0].via.str.size);
+				fputs(",\"type\":", stdout);
+				json_string(stdout, c[1].via.str.ptr, c[1].via.str.size);
+				putc('}', stdout);
+			}
+			fputs("],\"key\":[", stdout);
+			for (uint32_t i = 0; i < a[4].via.array.size; i++)
+				printf("%s%llu", i ? "," : "", (unsigned long long)a[4].via.array.ptr[i].via.u64);
+			fputs("]}\n", stdout);
+		} else if (f->type == DMF_COMMIT) {
+			fputs("{\"commit\":", stdout);
+			json_string(stdout, a[1].via.str.ptr, a[1].via.str.size);
+			fputs(",\"end\":", stdout);
+			json_string(stdout, a[2].via.str.ptr, a[2].via.str.size);
+			fputs(",\"time\":", stdout);
+			json_string(stdout, a[3].via.str.ptr, a[3].via.str.size);
+			fputs("}\n", stdout);
+			fflush(stdout);	/* a followed feed is read live: each transaction as it comes */
+		} else {
+			printf("{\"op\":\"%s\",\"relation\":%u,\"key\":", ops[f->type], f->relid);
+			json_values(stdout, f->keys, f->nkey);
+			fputs("}\n", stdout);
+		}
+		if (ferror(stdout))
+			return DM_EXIT_FAIL;
+	}
+	if (got < 0)
+		return DM_EXIT_STREAM;
+	printf("{\"end\":true,\"messages\":%llu,\"last_lsn\":", (unsigned long long)f->messages);
+	json_cstr_or_null(stdout, f->last_lsn);
+	fputs("}\n", stdout);
+	return DM_EXIT_OK;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -124,6 +188,7 @@ main(int argc, char **argv)
 	const char *path = NULL;
 	FILE *in = stdin;
 	dms_reader r;
+	dmf_reader f;
 	int opened = 0, rc = DM_EXIT_STREAM;
 
 	dm_prog = "dm-cat";
@@ -154,7 +219,18 @@ main(int argc, char **argv)
 		path = "standard input";
 	}
 	opened = 1;	/* a failed open still holds memory to free */
-	if (dms_reader_open(&r, in, path) != 0)
+	memset(&r, 0, sizeof r);
+	/* A feed or a row stream: the header says, and the row reader gets the bytes already read. */
+	int kind = dmf_reader_open(&f, in, path);
+	if (kind == 0) {
+		rc = print_feed(&f);
+		goto out;
+	}
+	if (kind < 0)
+		goto out;
+	size_t taken;
+	const char *pre = dmf_reader_taken(&f, &taken);
+	if (dms_reader_open_pre(&r, in, path, pre, taken) != 0)
 		goto out;
 	print_header(stdout, &r.hdr);
 	int got;
@@ -193,8 +269,10 @@ main(int argc, char **argv)
 out:
 	if (dm_close_output(stdout, "standard output") < 0 && (rc == DM_EXIT_OK || rc == DM_EXIT_STREAM))
 		rc = DM_EXIT_FAIL;
-	if (opened)
+	if (opened) {
 		dms_reader_free(&r);
+		dmf_reader_free(&f);
+	}
 	if (in != stdin)
 		fclose(in);
 	return rc;

@@ -2,6 +2,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "pg.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,12 +118,18 @@ dmpg_conninfo_ok(const char *conninfo, const char *role)
 	return 0;
 }
 
-PGconn *
-dmpg_connect(const char *conninfo, const char *role)
+/*
+ * Opens a connection; with replication set, a logical replication one
+ * whose refusal is kept for the caller rather than printed.
+ */
+static PGconn *
+dmpg_open(const char *conninfo, const char *role, int replication)
 {
 	/* dbname is expanded first so our client_encoding always wins over the user's. */
-	const char *keys[] = { "dbname", "client_encoding", "fallback_application_name", NULL };
-	const char *vals[] = { conninfo, "UTF8", dmpg_application_name ? dmpg_application_name : dm_prog, NULL };
+	const char *keys[] = { "dbname", "client_encoding", "fallback_application_name",
+		replication ? "replication" : NULL, NULL };
+	const char *vals[] = { conninfo, "UTF8", dmpg_application_name ? dmpg_application_name : dm_prog,
+		"database", NULL };
 	if (!dmpg_conninfo_ok(conninfo, role))
 		return NULL;
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
@@ -136,14 +144,35 @@ dmpg_connect(const char *conninfo, const char *role)
 		const char *m = PQerrorMessage(conn);
 		dmpg_transient = strstr(m, "authentication") == NULL && strstr(m, "does not exist") == NULL &&
 		    strstr(m, "permission denied") == NULL && strstr(m, "pg_hba.conf") == NULL &&
-		    strstr(m, "password") == NULL && strstr(m, "invalid") == NULL;
+		    strstr(m, "password") == NULL && strstr(m, "invalid") == NULL &&
+		    strstr(m, "replication role") == NULL && strstr(m, "max_wal_senders") == NULL;
 		/* libpq never puts the password in its message; nor do we print the conninfo. */
-		dm_err("cannot connect to %s: %s", role, PQerrorMessage(conn));
+		snprintf(dmpg_error, sizeof dmpg_error, "cannot connect to %s: %s", role, m);
+		size_t n = strlen(dmpg_error);
+		while (n > 0 && (dmpg_error[n - 1] == '\n' || dmpg_error[n - 1] == ' '))
+			dmpg_error[--n] = '\0';
+		for (size_t i = 0; i < n; i++)
+			if (dmpg_error[i] == '\n')
+				dmpg_error[i] = ' ';
+		if (!replication)
+			dm_err("cannot connect to %s: %s", role, m);
 		PQfinish(conn);
 		return NULL;
 	}
 	PQsetNoticeProcessor(conn, dmpg_notice, NULL);
 	return conn;
+}
+
+PGconn *
+dmpg_connect(const char *conninfo, const char *role)
+{
+	return dmpg_open(conninfo, role, 0);
+}
+
+PGconn *
+dmpg_connect_replication(const char *conninfo, const char *role)
+{
+	return dmpg_open(conninfo, role, 1);
 }
 
 void
@@ -562,4 +591,87 @@ const char *
 dmpg_cmd_tuples(PGresult *res)
 {
 	return PQcmdTuples(res);
+}
+
+int
+dmpg_copy_both_start(PGconn *conn, const char *cmd)
+{
+	dm_debug("replication: %s", cmd);
+	PGresult *res = PQexec(conn, cmd);
+
+	if (res == NULL || PQresultStatus(res) != PGRES_COPY_BOTH) {
+		dmpg_report(conn, res, "cannot start replication");
+		PQclear(res);
+		return -1;
+	}
+	PQclear(res);
+	return 0;
+}
+
+/* The COPY ended: its result says whether the server ended it on an error. */
+static int
+dmpg_copy_both_result(PGconn *conn)
+{
+	PGresult *res;
+	int rc = -1;
+
+	while ((res = PQgetResult(conn)) != NULL) {
+		ExecStatusType st = PQresultStatus(res);
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_COPY_OUT &&
+		    st != PGRES_COPY_BOTH) {
+			dmpg_report(conn, res, "replication failed");
+			rc = -2;
+		}
+		PQclear(res);
+		if (st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+			break;	/* still copying: never loop on a result that does not end */
+	}
+	return rc;
+}
+
+int
+dmpg_copy_both_read(PGconn *conn, int timeout_ms, char **buf)
+{
+	*buf = NULL;
+	for (int waited = 0;; waited = 1) {
+		int n = PQgetCopyData(conn, buf, 1);
+		if (n > 0)
+			return n;
+		if (n == -1)
+			return dmpg_copy_both_result(conn);
+		if (n == -2) {
+			dmpg_report(conn, NULL, "replication connection lost");
+			dmpg_transient = 1;
+			return -2;
+		}
+		if (waited)
+			return 0;
+		struct pollfd pfd = { PQsocket(conn), POLLIN, 0 };
+		if (pfd.fd < 0) {
+			dmpg_report(conn, NULL, "replication connection lost");
+			dmpg_transient = 1;
+			return -2;
+		}
+		int got = poll(&pfd, 1, timeout_ms);
+		if (got < 0 && errno == EINTR)
+			return 0;
+		if (got == 0)
+			return 0;
+		if (PQconsumeInput(conn) != 1) {
+			dmpg_report(conn, NULL, "replication connection lost");
+			dmpg_transient = 1;
+			return -2;
+		}
+	}
+}
+
+int
+dmpg_copy_both_send(PGconn *conn, const char *data, size_t len)
+{
+	if (len > INT32_MAX || PQputCopyData(conn, data, (int)len) != 1 || PQflush(conn) != 0) {
+		dmpg_report(conn, NULL, "replication connection lost");
+		dmpg_transient = 1;
+		return -1;
+	}
+	return 0;
 }

@@ -137,7 +137,26 @@ int dmpg_copy_in_put(PGconn *conn, const char *data, size_t len);
 /* Ends the COPY; with abort_reason it is cancelled. 0 or -1. */
 int dmpg_copy_in_end(PGconn *conn, const char *abort_reason);
 
+/* --- replication connections (dm-decode) --- */
 
+/*
+ * Connects for logical replication (replication=database added to the
+ * conninfo): such a connection runs replication commands and plain SQL.
+ * Unlike dmpg_connect, a refusal is only kept (dmpg_last_error), not
+ * printed: the caller knows what to ask the administrator for.
+ */
+PGconn *dmpg_connect_replication(const char *conninfo, const char *role);
+/* Sends a replication command that enters COPY BOTH (START_REPLICATION); 0 or -1. */
+int dmpg_copy_both_start(PGconn *conn, const char *cmd);
+/*
+ * Waits up to timeout_ms for the next CopyData message of a COPY BOTH,
+ * into *buf (free with dmpg_freemem). Returns its length (> 0), 0 when
+ * none came in time (or a signal interrupted the wait), -1 when the server
+ * ended the COPY cleanly, -2 after recording an error (printed unless quiet).
+ */
+int dmpg_copy_both_read(PGconn *conn, int timeout_ms, char **buf);
+/* Sends one CopyData message and flushes it; 0 or -1. */
+int dmpg_copy_both_send(PGconn *conn, const char *data, size_t len);
 
 /* Result accessors, so that programs never call libpq themselves. */
 int dmpg_nrows(const PGresult *res);

@@ -50,7 +50,12 @@ static const char dmstate_ddl[] =
     " owner text NOT NULL,"
     " pid integer,"
     " backend_start timestamptz,"
-    " expires timestamptz NOT NULL);";
+    " expires timestamptz NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS dm.follow ("
+    " slot text PRIMARY KEY,"
+    " applied_lsn pg_catalog.pg_lsn,"
+    " applied_at timestamptz,"
+    " commit_time timestamptz);";
 
 int
 dmstate_ensure(PGconn *conn)
@@ -67,6 +72,7 @@ dmstate_ensure(PGconn *conn)
 	    " AND pg_catalog.to_regclass('dm.run') IS NOT NULL"
 	    " AND pg_catalog.to_regclass('dm.lease') IS NOT NULL"
 	    " AND pg_catalog.to_regclass('dm.ledger') IS NOT NULL"
+	    " AND pg_catalog.to_regclass('dm.follow') IS NOT NULL"
 	    " AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass('dm.pending_delete')"
 	    "   AND attname = 'via_ledger')"
 	    " AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass('dm.run')"

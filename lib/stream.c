@@ -732,6 +732,12 @@ dms_mp_skip(const unsigned char *p, size_t avail, int depth)
 	return (int64_t)off;
 }
 
+int64_t
+dms_mp_frame(const unsigned char *p, size_t avail)
+{
+	return dms_mp_skip(p, avail, 0);
+}
+
 /* The window is about to move: the previous key, still in it, is copied out first. */
 static void
 dms_detach_prev(dms_reader *r)
@@ -969,9 +975,21 @@ out:
 int
 dms_reader_open(dms_reader *r, FILE *fp, const char *name)
 {
+	return dms_reader_open_pre(r, fp, name, NULL, 0);
+}
+
+int
+dms_reader_open_pre(dms_reader *r, FILE *fp, const char *name, const char *pre, size_t prelen)
+{
 	memset(r, 0, sizeof *r);
 	r->fp = fp;
 	r->name = dm_xstrdup(name);
+	if (prelen > 0) {
+		r->cap = prelen > 4 * DMS_READ_CHUNK ? prelen : 4 * DMS_READ_CHUNK;
+		r->buf = dm_xmalloc(r->cap);
+		memcpy(r->buf, pre, prelen);
+		r->end = prelen;
+	}
 	dms_header_init(&r->hdr);
 	msgpack_unpacked_init(&r->msg);
 	r->checksum = XXH3_createState();

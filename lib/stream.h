@@ -189,6 +189,14 @@ struct dms_reader {
  * Returns 0, or DM_EXIT_STREAM after printing why.
  */
 int dms_reader_open(dms_reader *r, FILE *fp, const char *name);
+/* The same, the first prelen bytes of the input being pre (read by someone else first). */
+int dms_reader_open_pre(dms_reader *r, FILE *fp, const char *name, const char *pre, size_t prelen);
+/*
+ * Length of the MessagePack object at p of which avail bytes arrived, as a
+ * dm reader frames it: > 0 whole, 0 more input needed, -1 not of the dm
+ * kind (a float, an extension, nesting deeper than 4).
+ */
+int64_t dms_mp_frame(const unsigned char *p, size_t avail);
 /*
  * Reads the next row. Returns 1 with the row in r->vals/keys/op, 0 at a
  * verified trailer, or -1 after printing why the stream is invalid. With

@@ -31,6 +31,10 @@
 # Layout of DIR: data/ (PGDATA), .s.PGSQL.N (socket), postgres.log, port, .dm-cluster
 # (marker: we only ever rm -rf a DIR that carries it).
 #
+# With CLUSTER_WAL_LEVEL=logical in the environment, the cluster can decode: wal_level =
+# logical, max_replication_slots = max_wal_senders = 10 (dm-decode's tests); otherwise
+# the default wal_level, replica.
+#
 # If DM_CLUSTER_REGISTRY names a file, every started DIR is appended to it so that
 # tests/run-all can stop clusters a crashed or killed test file left behind.
 #
@@ -250,6 +254,13 @@ jit = off
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
+        if [[ "${CLUSTER_WAL_LEVEL:-}" == logical ]]; then
+            cluster_run_as tee -a "$dir/data/postgresql.conf" >/dev/null <<EOF || return 1
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+EOF
+        fi
         if _cl_pg_ctl "$dir" -l "$dir/postgres.log" -w -t 60 start >/dev/null 2>&1; then
             echo "$port" >"$dir/port"
             echo "$mode" >"$dir/mode"
