@@ -45,17 +45,21 @@ static const char dmstate_ddl[] =
     " created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),"
     " PRIMARY KEY (entity, legacy_key));"
     "CREATE INDEX IF NOT EXISTS ledger_dest_key ON dm.ledger (entity, dest_key);"
+    "CREATE TABLE IF NOT EXISTS dm.follow ("
+    " slot text PRIMARY KEY,"
+    " applied_lsn pg_lsn NOT NULL,"
+    " commit_time timestamptz,"
+    " applied_at timestamptz NOT NULL DEFAULT pg_catalog.now(),"
+    " source_lsn pg_lsn,"
+    " restart_lsn pg_lsn,"
+    " synced_at timestamptz,"
+    " full_entities text[]);"
     "CREATE TABLE IF NOT EXISTS dm.lease ("
     " entity text PRIMARY KEY,"
     " owner text NOT NULL,"
     " pid integer,"
     " backend_start timestamptz,"
-    " expires timestamptz NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS dm.follow ("
-    " slot text PRIMARY KEY,"
-    " applied_lsn pg_catalog.pg_lsn,"
-    " applied_at timestamptz,"
-    " commit_time timestamptz);";
+    " expires timestamptz NOT NULL);";
 
 int
 dmstate_ensure(PGconn *conn)

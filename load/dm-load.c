@@ -29,6 +29,8 @@ static const char usage_text[] =
     "               [--batch-rows N] [--dry-run] [--defer-deletes] [--run-id ID] [-q] [-v] [FILE]\n"
     "       dm-load (--db CONNINFO | --db-env VAR) --table T1 --table T2 ... FILE1 FILE2 ...\n"
     "       dm-load (--db CONNINFO | --db-env VAR) --table T [--table T2 ...] --apply-deletes\n"
+    "       dm-load (--db CONNINFO | --db-env VAR) --follow SLOT --lsn LSN [--commit-time TS]\n"
+    "               --table T1 [--table T2 ...] FILE1 [FILE2 ...]\n"
     "\n"
     "Applies a dm rows or changes stream (dm-stream(5)) to a destination table in\n"
     "batches; each batch is one transaction that also records the checkpoint. An\n"
@@ -54,6 +56,12 @@ static const char usage_text[] =
     "                     (default 10; 0: exit 6 at once)\n"
     "  --disable-triggers switch the table's enabled user triggers off inside each\n"
     "                     transaction, so they do not rewrite copied rows (needs ownership)\n"
+    "  --follow SLOT      load every stream in one transaction that also records in\n"
+    "                     dm.follow that slot SLOT's changes are applied up to --lsn\n"
+    "  --lsn LSN          the source position (X/X) the streams bring the tables to\n"
+    "  --commit-time TS   the commit time of the last change at LSN (for the lag)\n"
+    "  --from LSN         the position the batch starts at: refused (exit 6) if the\n"
+    "                     destination is elsewhere (another follower moved it)\n"
     "  --no-bulk          load an empty table in batches too (resumable), not in the\n"
     "                     one all-or-nothing transaction of a bulk load\n"
     "  -q, -v             quieter, more verbose\n"
@@ -92,8 +100,16 @@ record_run(PGconn *conn, target *tg, const char *outcome, const char *error)
 	snprintf(c[3], sizeof c[3], "%llu", (unsigned long long)tg->same);
 	snprintf(c[4], sizeof c[4], "%llu", (unsigned long long)tg->batches);
 	snprintf(c[5], sizeof c[5], "%llu", (unsigned long long)dmload.rejected);
-	const char *q[11] = { dmload.run_id, tg->entity, dmload.started_at, outcome, c[0], c[1], c[2], c[3], c[4], c[5], error };
+	if (dmload.follow_slot != NULL && strcmp(outcome, "failed") == 0)
+		for (int i = 0; i < 4; i++)
+			snprintf(c[i], sizeof c[i], "0");
+	const char *q[12] = { dmload.run_id, tg->entity, dmload.started_at, outcome, c[0], c[1], c[2], c[3], c[4], c[5], error,
+		dmload.follow_slot ? "t" : "f" };
 
+	/*
+	 * A follower's batches are one run, a dm-load each: their counts add up
+	 * (a failed batch's were rolled back with it: it adds zeros).
+	 */
 	return dmpg_run_params(conn,
 	    "INSERT INTO dm.run AS r (run_id, entity, started_at, finished_at, outcome, inserted, updated, deleted,"
 	    " unchanged, batches, rejected, error, progress_at)"
@@ -102,10 +118,13 @@ record_run(PGconn *conn, target *tg, const char *outcome, const char *error)
 	    " $5::pg_catalog.int8, $6::pg_catalog.int8, $7::pg_catalog.int8, $8::pg_catalog.int8, $9::pg_catalog.int8,"
 	    " $10::pg_catalog.int8, $11, pg_catalog.clock_timestamp())"
 	    " ON CONFLICT (run_id, entity) DO UPDATE SET finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome,"
-	    " inserted = EXCLUDED.inserted, updated = EXCLUDED.updated, deleted = EXCLUDED.deleted,"
-	    " unchanged = EXCLUDED.unchanged, batches = EXCLUDED.batches, rejected = EXCLUDED.rejected,"
-	    " error = EXCLUDED.error, progress_at = EXCLUDED.progress_at",
-	    11, q);
+	    " inserted = CASE WHEN $12::pg_catalog.bool THEN r.inserted + EXCLUDED.inserted ELSE EXCLUDED.inserted END,"
+	    " updated = CASE WHEN $12::pg_catalog.bool THEN r.updated + EXCLUDED.updated ELSE EXCLUDED.updated END,"
+	    " deleted = CASE WHEN $12::pg_catalog.bool THEN r.deleted + EXCLUDED.deleted ELSE EXCLUDED.deleted END,"
+	    " unchanged = CASE WHEN $12::pg_catalog.bool THEN r.unchanged + EXCLUDED.unchanged ELSE EXCLUDED.unchanged END,"
+	    " batches = CASE WHEN $12::pg_catalog.bool THEN r.batches + EXCLUDED.batches ELSE EXCLUDED.batches END,"
+	    " rejected = EXCLUDED.rejected, error = EXCLUDED.error, progress_at = EXCLUDED.progress_at",
+	    12, q);
 }
 
 int
@@ -143,7 +162,9 @@ dmload_finish_stream(PGconn *conn, target *tgs, int ntg)
 	}
 	for (int i = 0; i < ntg; i++) {
 		target *tg = &tgs[i];
-		const char *p[4] = { tg->entity, tg->r.trailer.watermark, tg->r.hdr.change_column, dmload.run_id };
+		/* a follower's keyed batch says nothing of the change column's watermark */
+		const char *p[4] = { tg->entity, dmload.follow_slot ? NULL : tg->r.trailer.watermark, tg->r.hdr.change_column,
+			dmload.run_id };
 		/*
 		 * With rows rejected the checkpoint stays incomplete: the next run must
 		 * read them again rather than move past them.
@@ -288,11 +309,105 @@ load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
 	}
 }
 
-/* A foreign-key cycle: every stream staged, then one statement, one transaction. */
+/* A position as pg_lsn's input takes it: hex digits, a slash, hex digits. */
+static int
+lsn_valid(const char *s)
+{
+	size_t hi = strspn(s, "0123456789abcdefABCDEF");
+	if (hi == 0 || hi > 8 || s[hi] != '/')
+		return 0;
+	size_t lo = strspn(s + hi + 1, "0123456789abcdefABCDEF");
+	return lo > 0 && lo <= 8 && s[hi + 1 + lo] == '\0';
+}
+
+/*
+ * --follow: in the transaction that applies the rows, the slot's applied
+ * position; it only moves forward, so a batch applied again after a crash
+ * (its commit lost on the way back) never takes it back.
+ */
+static int
+record_follow(PGconn *conn)
+{
+	if (dmload.follow_slot == NULL)
+		return 0;
+	const char *p[3] = { dmload.follow_slot, dmload.follow_lsn,
+		dmload.follow_commit_time ? dmload.follow_commit_time : "" };
+	return dmpg_run_params(conn,
+	    "INSERT INTO dm.follow AS f (slot, applied_lsn, commit_time, applied_at)"
+	    " VALUES ($1, $2::pg_catalog.pg_lsn, NULLIF($3::pg_catalog.text, '')::pg_catalog.timestamptz, pg_catalog.now())"
+	    " ON CONFLICT (slot) DO UPDATE SET applied_at = EXCLUDED.applied_at,"
+	    " commit_time = CASE WHEN EXCLUDED.applied_lsn >= f.applied_lsn THEN EXCLUDED.commit_time ELSE f.commit_time END,"
+	    " applied_lsn = GREATEST(f.applied_lsn, EXCLUDED.applied_lsn)", 3, p);
+}
+
+/*
+ * --follow --from: the batch starts where the destination is, or it is stale
+ * (a follower killed mid-batch leaves programs that run on; a newer batch
+ * may have landed meanwhile) and must not apply: the slot's row stays
+ * locked until the batch commits, so two batches cannot both pass. 0, -1
+ * (printed), or -2: stale.
+ */
+static int
+check_follow_from(PGconn *conn)
+{
+	if (dmload.follow_slot == NULL || dmload.follow_from == NULL)
+		return 0;
+	const char *p[2] = { dmload.follow_slot, dmload.follow_from };
+	PGresult *res = dmpg_exec_params(conn, "SELECT applied_lsn::pg_catalog.text, applied_lsn = $2::pg_catalog.pg_lsn"
+	    " FROM dm.follow WHERE slot = $1 FOR UPDATE", 2, p);
+	if (res == NULL)
+		return -1;
+	int ok = dmpg_nrows(res) == 1 && dmpg_value(res, 0, 1)[0] == 't';
+	if (!ok)
+		dm_err("slot %s: the destination is at %s, not at %s where this batch starts (another follower moved"
+		    " it): the batch is stale and is not applied", dmload.follow_slot,
+		    dmpg_nrows(res) == 1 ? dmpg_value(res, 0, 0) : "no position", dmload.follow_from);
+	dmpg_clear(res);
+	return ok ? 0 : -2;
+}
+
+/*
+ * --follow without --table: a batch that changed no row of ours (or the
+ * start of following, after the copy) still moves the position.
+ */
+static int
+record_position_only(const char *db, const char *db_env)
+{
+	if (dmload.follow_lsn == NULL || dmload.dry_run || dmload.defer_deletes)
+		usage();
+	const char *conninfo = dm_conninfo(db, db_env);
+	if (conninfo == NULL)
+		return DM_EXIT_USAGE;
+	if (!lsn_valid(dmload.follow_lsn)) {
+		dm_err("--lsn %s: expected a position as PostgreSQL prints it, such as 0/16B3748", dmload.follow_lsn);
+		return DM_EXIT_USAGE;
+	}
+	int rc = DM_EXIT_FAIL;
+	PGconn *conn = dmpg_connect(conninfo, "destination");
+	int stale = 0;
+	if (conn != NULL && dmstate_ensure(conn) == 0 && dmpg_begin(conn, "", NULL) == 0 &&
+	    (stale = check_follow_from(conn)) == 0 && record_follow(conn) == 0 && dmpg_commit(conn) == 0)
+		rc = DM_EXIT_OK;
+	if (stale == -2)
+		rc = DM_EXIT_LOCKED;
+	dmpg_finish(conn);
+	return dmpg_exit_code(rc);
+}
+
+/*
+ * Several streams in one transaction and one statement: a foreign-key
+ * cycle, or a follower's batch (--follow), whose position is recorded in
+ * the same transaction.
+ */
 static int
 load_group(PGconn *conn, target *tgs, int ntg)
 {
-	if (dmload_begin(conn) < 0 || dmload_triggers_switch(conn, tgs, ntg, 1) < 0)
+	if (dmload_begin(conn) < 0)
+		return DM_EXIT_FAIL;
+	int stale = check_follow_from(conn);
+	if (stale < 0)
+		return stale == -2 ? DM_EXIT_LOCKED : DM_EXIT_FAIL;
+	if (dmload_triggers_switch(conn, tgs, ntg, 1) < 0)
 		return DM_EXIT_FAIL;
 	for (int i = 0; i < ntg; i++)
 		if (dmstate_lease_renew(conn, tgs[i].entity, dmload.lease_owner, dmload.lease_seconds) < 0)
@@ -315,7 +430,8 @@ load_group(PGconn *conn, target *tgs, int ntg)
 			return DM_EXIT_FAIL;
 		tgs[i].same += tgs[i].staged_rows - parked - (tgs[i].ins + tgs[i].upd - before[i]);
 	}
-	if (dmload_finish_stream(conn, tgs, ntg) < 0 || dmload_triggers_switch(conn, tgs, ntg, 0) < 0 || dmload_end(conn) < 0)
+	if (dmload_finish_stream(conn, tgs, ntg) < 0 || dmload_triggers_switch(conn, tgs, ntg, 0) < 0 ||
+	    record_follow(conn) < 0 || dmload_end(conn) < 0)
 		return DM_EXIT_FAIL;
 	return DM_EXIT_OK;
 }
@@ -385,7 +501,7 @@ main(int argc, char **argv)
 	if (argc > 1)
 		dm_std_option(argv[1], usage_text);
 	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_BATCH, O_DRY, O_DEFER, O_APPLY, O_RUNID,
-		O_FORCE, O_MAXDEL, O_REJECTS, O_MAXREJ, O_WAIT, O_NOTRIG, O_NOBULK };
+		O_FORCE, O_MAXDEL, O_REJECTS, O_MAXREJ, O_WAIT, O_NOTRIG, O_NOBULK, O_FOLLOW, O_LSN, O_CTIME, O_FROM };
 	uint64_t wait_seconds = 10;
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, O_DB },
@@ -404,6 +520,10 @@ main(int argc, char **argv)
 		{ "wait", required_argument, NULL, O_WAIT },
 		{ "disable-triggers", no_argument, NULL, O_NOTRIG },
 		{ "no-bulk", no_argument, NULL, O_NOBULK },
+		{ "follow", required_argument, NULL, O_FOLLOW },
+		{ "lsn", required_argument, NULL, O_LSN },
+		{ "commit-time", required_argument, NULL, O_CTIME },
+		{ "from", required_argument, NULL, O_FROM },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -440,6 +560,10 @@ main(int argc, char **argv)
 		case O_FORCE: dmload.force = 1; break;
 		case O_NOTRIG: dmload.disable_triggers = 1; break;
 		case O_NOBULK: dmload.no_bulk = 1; break;
+		case O_FOLLOW: dmload.follow_slot = optarg; break;
+		case O_LSN: dmload.follow_lsn = optarg; break;
+		case O_CTIME: dmload.follow_commit_time = optarg; break;
+		case O_FROM: dmload.follow_from = optarg; break;
 		case O_REJECTS: dmload.rejects_path = optarg; break;
 		case O_MAXDEL:
 		case O_MAXREJ:
@@ -465,10 +589,29 @@ main(int argc, char **argv)
 		}
 	}
 	int nfiles = argc - optind;
+	if (ntg == 0 && dmload.follow_slot != NULL && nfiles == 0 && nentity == 0)
+		return record_position_only(db, db_env);
 	if (ntg == 0)
 		usage();
 	if (apply_only ? nfiles != 0 : (ntg == 1 ? nfiles > 1 : nfiles != ntg))
 		usage();
+	if ((dmload.follow_slot == NULL) != (dmload.follow_lsn == NULL) ||
+	    ((dmload.follow_commit_time != NULL || dmload.follow_from != NULL) && dmload.follow_slot == NULL))
+		usage();
+	if (dmload.follow_from != NULL && !lsn_valid(dmload.follow_from)) {
+		dm_err("--from %s: expected a position as PostgreSQL prints it, such as 0/16B3748", dmload.follow_from);
+		return DM_EXIT_USAGE;
+	}
+	if (dmload.follow_slot != NULL) {
+		if (apply_only || dmload.defer_deletes || dmload.dry_run || dmload.rejects_path != NULL || nfiles != ntg)
+			usage();
+		/* its deletes are keys the source lost, read again at one snapshot: no share to guard */
+		dmload.force = 1;
+		if (!lsn_valid(dmload.follow_lsn)) {
+			dm_err("--lsn %s: expected a position as PostgreSQL prints it, such as 0/16B3748", dmload.follow_lsn);
+			return DM_EXIT_USAGE;
+		}
+	}
 	if (nentity != 0 && nentity != ntg) {
 		dm_err("give one --entity per --table, in the same order");
 		return DM_EXIT_USAGE;
@@ -615,7 +758,8 @@ main(int argc, char **argv)
 		if (drop_stale_pending(conn, tgs, ntg) < 0)
 			goto out;
 		/* COPY straight in needs every row to be new, and the stream's columns to be the table's */
-		int direct_ok = !dmload.dry_run && dmload.rejects_path == NULL, bulk = !dmload.no_bulk, fallback = 1;
+		int direct_ok = !dmload.dry_run && dmload.rejects_path == NULL && dmload.follow_slot == NULL;
+		int bulk = !dmload.no_bulk, fallback = 1;
 		for (int i = 0; i < ntg; i++)
 			direct_ok &= !tgs[i].mapped;
 		if (direct_ok && dmload_use_direct(conn, tgs, ntg) < 0)
@@ -625,7 +769,8 @@ main(int argc, char **argv)
 		if (bulk)
 			rc = dmload_load_bulk(conn, tgs, ntg, &fallback);
 		if (fallback)
-			rc = ntg == 1 ? load_batched(conn, &tgs[0], batch_rows) : load_group(conn, tgs, ntg);
+			rc = ntg == 1 && dmload.follow_slot == NULL ? load_batched(conn, &tgs[0], batch_rows)
+			    : load_group(conn, tgs, ntg);
 	}
 	if (dmload.dry_run)
 		dmpg_rollback(conn);

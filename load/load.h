@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define MAX_TARGETS 16
+#define MAX_TARGETS 64
 
 /*
  * A foreign key (alias f) that the bulk load (and --apply-deletes) may drop and add back
@@ -83,6 +83,9 @@ struct dmload_settings {
 	int in_txn;
 	const char *run_id;
 	char started_at[64];
+	/* --follow: the slot, the source position and commit time this load brings the destination to */
+	const char *follow_slot, *follow_lsn, *follow_commit_time;
+	const char *follow_from;	/* --from: the position the batch starts at, or NULL */
 };
 extern struct dmload_settings dmload;
 

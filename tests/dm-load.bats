@@ -567,3 +567,105 @@ fk_park() {
     refute_output --partial "unindexed foreign key"
     assert_line "dm-load: public.fp: insert=0 update=0 delete=8 unchanged=0"
 }
+
+# follow_pair: f_src and f_dst, a parent and a child table, equal to begin with.
+follow_pair() {
+    local db
+    for db in f_src f_dst; do
+        dm_createdb "$db"
+        dm_psql "$db" "CREATE TABLE public.fp (id int PRIMARY KEY, v text)" \
+            "CREATE TABLE public.fc (id int PRIMARY KEY, fp_id int NOT NULL REFERENCES public.fp, v text)"
+    done
+    dm_psql f_src "INSERT INTO public.fp SELECT g, 'p' || g FROM generate_series(1, 10) g" \
+        "INSERT INTO public.fc SELECT g, 1 + g % 10, 'c' || g FROM generate_series(1, 30) g"
+    dm_psql f_dst "INSERT INTO public.fp SELECT g, 'p' || g FROM generate_series(1, 10) g" \
+        "INSERT INTO public.fc SELECT g, 1 + g % 10, 'c' || g FROM generate_series(1, 30) g"
+    export FSRC=$(dm_conninfo f_src) FDST=$(dm_conninfo f_dst)
+}
+
+# follow_changes: the changes stream of fp and fc, source against destination, in $DIR/fp.ch and $DIR/fc.ch.
+follow_changes() {
+    local t
+    for t in fp fc; do
+        dm-diff --delete <(dm-extract --db-env FSRC --table "public.$t") \
+            <(dm-extract --db-env FDST --table "public.$t" --hashes) >"$BATS_TEST_TMPDIR/$t.ch"
+    done
+}
+
+follow_position() {
+    dm_psql f_dst "SELECT applied_lsn || ' ' || coalesce(commit_time::text, '-') FROM dm.follow WHERE slot = 's1'"
+}
+
+@test "--follow: bad arguments are usage errors" {
+    : >"$BATS_TEST_TMPDIR/x"
+    run -2 dm-load --db-env DST --follow s1 --table public.par "$BATS_TEST_TMPDIR/x"
+    run -2 dm-load --db-env DST --lsn 0/1 --table public.par "$BATS_TEST_TMPDIR/x"
+    run -2 dm-load --db-env DST --follow s1 --lsn 0/1 --defer-deletes --table public.par "$BATS_TEST_TMPDIR/x"
+    run -2 dm-load --db-env DST --follow s1 --lsn 0/1 --table public.par
+    run -2 dm-load --db-env DST --follow s1 --lsn 0/1 --apply-deletes --table public.par
+    run -2 dm-load --db-env DST --follow s1 --lsn 0x1 --table public.par "$BATS_TEST_TMPDIR/x"
+    assert_output --partial "--lsn 0x1: expected a position as PostgreSQL prints it"
+    run -2 dm-load --db-env DST --follow s1 --lsn 0/1 --from x --table public.par "$BATS_TEST_TMPDIR/x"
+    run -2 dm-load --db-env DST --from 0/1 --table public.par "$BATS_TEST_TMPDIR/x"
+}
+
+@test "--follow: a batch of several tables and its position land in one transaction; the position never goes back" {
+    follow_pair
+    # the start: a position without rows (dm-ckpt follow shows it)
+    run -0 dm-load --db-env FDST --follow s1 --lsn 0/100
+    run -0 dm-ckpt --db-env FDST follow s1
+    assert_output --regexp $'^s1\t0/100\t-\t'
+    # parents deleted with their children, a new parent with a new child, an update: one batch
+    dm_psql f_src "DELETE FROM public.fc WHERE fp_id = 3" "DELETE FROM public.fp WHERE id = 3" \
+        "INSERT INTO public.fp VALUES (11, 'new')" "INSERT INTO public.fc VALUES (31, 11, 'new')" \
+        "UPDATE public.fc SET v = 'changed' WHERE id = 5"
+    follow_changes
+    run -0 dm-load --db-env FDST --follow s1 --lsn 0/2000 --commit-time '2026-12-05 01:02:03+00' \
+        --table public.fp --table public.fc "$BATS_TEST_TMPDIR/fp.ch" "$BATS_TEST_TMPDIR/fc.ch"
+    assert_line "dm-load: public.fp: insert=1 update=0 delete=1 unchanged=0"
+    assert_line "dm-load: public.fc: insert=1 update=1 delete=3 unchanged=0"
+    dm_tables_equal f_src f_dst public.fp
+    dm_tables_equal f_src f_dst public.fc
+    run -0 follow_position
+    assert_output "0/2000 2026-12-05 01:02:03+00"
+    # an older position (a batch applied again) leaves the recorded one where it is
+    follow_changes
+    run -0 dm-load --db-env FDST --follow s1 --lsn 0/1000 --table public.fp --table public.fc \
+        "$BATS_TEST_TMPDIR/fp.ch" "$BATS_TEST_TMPDIR/fc.ch"
+    run -0 follow_position
+    assert_output "0/2000 2026-12-05 01:02:03+00"
+    # a batch with one stream cut short: nothing of it lands, the position stays
+    dm_psql f_src "UPDATE public.fp SET v = 'again' WHERE id = 1" \
+        "INSERT INTO public.fc SELECT g, 1, 'more' FROM generate_series(100, 3000) g"
+    follow_changes
+    head -c 20000 "$BATS_TEST_TMPDIR/fc.ch" >"$BATS_TEST_TMPDIR/fc.cut"
+    run -3 dm-load --db-env FDST --follow s1 --lsn 0/3000 --table public.fp --table public.fc \
+        "$BATS_TEST_TMPDIR/fp.ch" "$BATS_TEST_TMPDIR/fc.cut"
+    run -0 dm_psql f_dst "SELECT v FROM public.fp WHERE id = 1"
+    assert_output "p1"
+    run -0 dm_psql f_dst "SELECT count(*) FROM public.fc WHERE id >= 100"
+    assert_output 0
+    run -0 follow_position
+    assert_output "0/2000 2026-12-05 01:02:03+00"
+    # whole again: it lands, and the position moves
+    run -0 dm-load --db-env FDST --follow s1 --lsn 0/3000 --table public.fp --table public.fc \
+        "$BATS_TEST_TMPDIR/fp.ch" "$BATS_TEST_TMPDIR/fc.ch"
+    dm_tables_equal f_src f_dst public.fp
+    dm_tables_equal f_src f_dst public.fc
+    run -0 follow_position
+    assert_output "0/3000 -"
+    # a stale batch (it started at 0/2000; a killed follower's dm-load running on): refused, nothing lands
+    dm_psql f_src "UPDATE public.fp SET v = 'stale' WHERE id = 2"
+    follow_changes
+    run -6 dm-load --db-env FDST --follow s1 --lsn 0/2800 --from 0/2000 --table public.fp --table public.fc \
+        "$BATS_TEST_TMPDIR/fp.ch" "$BATS_TEST_TMPDIR/fc.ch"
+    assert_output --partial "slot s1: the destination is at 0/3000, not at 0/2000 where this batch starts"
+    run -0 dm_psql f_dst "SELECT v FROM public.fp WHERE id = 2"
+    assert_output "p2"
+    run -0 follow_position
+    assert_output "0/3000 -"
+    # from where the destination is: applied
+    run -0 dm-load --db-env FDST --follow s1 --lsn 0/4000 --from 0/3000 --table public.fp --table public.fc \
+        "$BATS_TEST_TMPDIR/fp.ch" "$BATS_TEST_TMPDIR/fc.ch"
+    dm_tables_equal f_src f_dst public.fp
+}
