@@ -26,10 +26,11 @@ PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(WARNINGS) -Ilib $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 
-LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c lib/mapping.c lib/report.c lib/feed.c
+LIB_SRC = lib/util.c lib/stream.c lib/pg.c lib/copytext.c lib/state.c lib/merge.c lib/spec.c lib/mapping.c lib/report.c \
+	lib/feed.c
 LIB_OBJ = $(LIB_SRC:lib/%.c=build/lib/%.o)
 
-PROGS = bin/dm-extract bin/dm-decode bin/dm-entities bin/dm-diff bin/dm-cat bin/dm-load bin/dm-ckpt
+PROGS = bin/dm-extract bin/dm-decode bin/dm-entities bin/dm-diff bin/dm-cat bin/dm-keys bin/dm-load bin/dm-ckpt
 SERVE_OBJ = build/serve/dm-serve.o build/serve/api.o build/serve/run.o build/serve/events.o \
 	build/serve/cache.o build/serve/exec.o build/serve/db.o build/serve/parse.o build/serve/assets.o
 SERVE_LIBS := $(shell $(PKG_CONFIG) --libs libmicrohttpd 2>/dev/null) -lpthread
@@ -68,6 +69,7 @@ DECODE_OBJ = build/extract/dm-decode.o build/extract/follow.o build/extract/pgou
 bin/dm-decode: $(DECODE_OBJ) build/libdm.a
 bin/dm-diff: build/diff/dm-diff.o build/libdm.a
 bin/dm-cat: build/diff/dm-cat.o build/libdm.a
+bin/dm-keys: build/diff/dm-keys.o build/libdm.a
 LOAD_OBJ = build/load/dm-load.o build/load/target.o build/load/stage.o build/load/deletes.o \
 	build/load/bulk.o build/load/rejects.o
 bin/dm-load: $(LOAD_OBJ) build/libdm.a
@@ -163,7 +165,11 @@ lint-man:
 clean:
 	rm -rf build bin
 
-.PHONY: all deps check unit image image-test demo demo-copy serve bench bench-serve faults install lint-man clean FORCE
+# docs/openapi.json is written by scripts/openapi.py (the API's one description)
+openapi:
+	python3 scripts/openapi.py >docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
+
+.PHONY: all deps check unit image image-test demo demo-copy serve bench bench-serve faults install lint-man clean openapi FORCE
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # Fuzzing (clang's libFuzzer): `make fuzz FUZZ_SECONDS=600`; `make fuzz-smoke` runs in check.

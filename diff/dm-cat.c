@@ -163,7 +163,7 @@ print_feed(dmf_reader *f)
 			json_string(stdout, a[2].via.str.ptr, a[2].via.str.size);
 			fputs(",\"time\":", stdout);
 			json_string(stdout, a[3].via.str.ptr, a[3].via.str.size);
-			fputs("}\n", stdout);
+			printf(",\"xid\":%llu}\n", (unsigned long long)a[4].via.u64);
 			fflush(stdout);	/* a followed feed is read live: each transaction as it comes */
 		} else {
 			printf("{\"op\":\"%s\",\"relation\":%u,\"key\":", ops[f->type], f->relid);

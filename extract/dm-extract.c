@@ -43,6 +43,8 @@ static const char usage_text[] =
     "                       side's catalog, and --side source|dest (default source)\n"
     "  --export-snapshot    print a snapshot id for --snapshot, keep it alive until\n"
     "                       standard input closes (no --table needed)\n"
+    "  --with-lsn           with --export-snapshot: print the id, a space, and a WAL\n"
+    "                       position past every commit the snapshot sees\n"
     "  -q, -v               quieter, more verbose\n"
     "  --help, --version\n";
 
@@ -451,7 +453,7 @@ out:
  * same instant, so foreign keys read at different times still agree.
  */
 static int
-hold_snapshot(const char *conninfo)
+hold_snapshot(const char *conninfo, int with_lsn)
 {
 	PGconn *conn = dmpg_connect(conninfo, "source");
 	PGresult *res = NULL;
@@ -460,10 +462,18 @@ hold_snapshot(const char *conninfo)
 
 	if (conn == NULL || dmpg_begin(conn, "ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL) < 0)
 		goto out;
-	res = dmpg_exec(conn, "SELECT pg_catalog.pg_export_snapshot()");
+	/*
+	 * The position is read after the snapshot was taken (at the start of
+	 * this statement): every commit the snapshot sees lies before it.
+	 */
+	res = dmpg_exec(conn, with_lsn ? "SELECT pg_catalog.pg_export_snapshot(), pg_catalog.pg_current_wal_insert_lsn()"
+	    : "SELECT pg_catalog.pg_export_snapshot()");	/* (a standby has no insert position) */
 	if (res == NULL)
 		goto out;
-	printf("%s\n", dmpg_value(res, 0, 0));
+	if (with_lsn)
+		printf("%s %s\n", dmpg_value(res, 0, 0), dmpg_value(res, 0, 1));
+	else
+		printf("%s\n", dmpg_value(res, 0, 0));
 	if (fflush(stdout) != 0) {
 		dm_err("cannot write the snapshot id: standard output failed");
 		goto out;
@@ -506,9 +516,9 @@ main(int argc, char **argv)
 		dm_std_option(argv[1], usage_text);
 
 	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_SINCE, O_OVERLAP, O_CHANGE, O_HASHES, O_SNAP, O_COLS, O_EXPORT,
-		O_OTHER, O_OTHERENV, O_SIDE, O_KEYS };
+		O_OTHER, O_OTHERENV, O_SIDE, O_KEYS, O_WITHLSN };
 	const char *spec_path = NULL, *other_ci = NULL, *other_env = NULL, *side = "source";
-	int export_snapshot = 0;
+	int export_snapshot = 0, with_lsn = 0;
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, O_DB },
 		{ "db-env", required_argument, NULL, O_DBENV },
@@ -526,6 +536,7 @@ main(int argc, char **argv)
 		{ "other-env", required_argument, NULL, O_OTHERENV },
 		{ "side", required_argument, NULL, O_SIDE },
 		{ "keys", required_argument, NULL, O_KEYS },
+		{ "with-lsn", no_argument, NULL, O_WITHLSN },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -549,6 +560,7 @@ main(int argc, char **argv)
 		case O_OTHERENV: other_env = optarg; break;
 		case O_SIDE: side = optarg; break;
 		case O_KEYS: keys_path = optarg; break;
+		case O_WITHLSN: with_lsn = 1; break;
 		case 'h': dm_std_option("--help", usage_text); break;
 		case 'V': dm_std_option("--version", usage_text); break;
 		case 'q': dm_verbosity = 0; break;
@@ -556,13 +568,15 @@ main(int argc, char **argv)
 		default: usage();
 		}
 	}
+	if (with_lsn && !export_snapshot)
+		usage();
 	if (export_snapshot) {
 		if (optind != argc || table_arg != NULL || keys_path != NULL)
 			usage();
 		const char *ci = dm_conninfo(db, db_env);
 		dmpg_application_name = "dm-extract snapshot";
 		/* A holder whose connection was lost fails transiently, like every other part. */
-		return ci == NULL ? DM_EXIT_USAGE : dmpg_exit_code(hold_snapshot(ci));
+		return ci == NULL ? DM_EXIT_USAGE : dmpg_exit_code(hold_snapshot(ci, with_lsn));
 	}
 	if (spec_path != NULL) {
 		/* A spec entity: read in the destination's shape, both catalogs needed. */

@@ -33,6 +33,7 @@ typedef struct follower {
 	uint64_t applied;	/* dm.follow's applied_lsn, 0 while none */
 	uint64_t confirmed;	/* what the last status update confirmed */
 	int in_txn, txn_changes;
+	uint32_t txn_xid;	/* the open transaction's id, from its Begin */
 	int64_t now_ms, last_status_ms, last_dest_ms, last_change_ms;
 	int done;		/* --until-lsn or --until-idle reached */
 } follower;
@@ -235,6 +236,7 @@ on_message(follower *f, const char *data, size_t len)
 	case 'B':
 		f->in_txn = 1;
 		f->txn_changes = 0;
+		f->txn_xid = f->m.xid;
 		break;
 	case 'C': {
 		f->in_txn = 0;
@@ -243,7 +245,7 @@ on_message(follower *f, const char *data, size_t len)
 			dmpgo_lsn_text(f->m.commit_lsn, c);
 			dmpgo_lsn_text(f->m.end_lsn, e);
 			dmpgo_time_text(f->m.commit_time, t);
-			if (dmf_writer_commit(&f->w, c, e, t) < 0) {
+			if (dmf_writer_commit(&f->w, c, e, t, f->txn_xid) < 0) {
 				dm_err("cannot write the feed: %s", strerror(f->w.err));
 				return -1;
 			}
@@ -376,8 +378,15 @@ follow_start(follower *f, char **start_text)
 			dm_buf_putc(&lit, '\'');
 		dm_buf_putc(&lit, *c);
 	}
-	char *cmd = dm_xasprintf("START_REPLICATION SLOT %s LOGICAL 0/0 (proto_version '1', publication_names '%s')",
-	    o->slot, dm_buf_cstr(&lit));
+	/*
+	 * From what the destination holds when it is past the slot's confirmed
+	 * position (the slot is confirmed only while we stream): a transaction
+	 * already applied is not decoded again.
+	 */
+	char from[18];
+	dmpgo_lsn_text(f->applied > f->start ? f->applied : f->start, from);
+	char *cmd = dm_xasprintf("START_REPLICATION SLOT %s LOGICAL %s (proto_version '1', publication_names '%s')",
+	    o->slot, from, dm_buf_cstr(&lit));
 	int rc = dmpg_copy_both_start(f->repl, cmd);
 	free(cmd);
 	free(qp);

@@ -154,21 +154,23 @@ dmf_writer_change(dmf_writer *w, int op, uint32_t relid, const dm_value *keys, s
 }
 
 int
-dmf_writer_commit(dmf_writer *w, const char *commit_lsn, const char *end_lsn, const char *time)
+dmf_writer_commit(dmf_writer *w, const char *commit_lsn, const char *end_lsn, const char *time, uint32_t xid)
 {
 	msgpack_packer *pk = &w->pk;
 	char b = DMF_COMMIT;
 	XXH64_canonical_t c;
 
-	msgpack_pack_array(pk, 4);
+	msgpack_pack_array(pk, 5);
 	msgpack_pack_uint8(pk, DMF_COMMIT);
 	dmf_pack_cstr(pk, commit_lsn);
 	dmf_pack_cstr(pk, end_lsn);
 	dmf_pack_cstr(pk, time);
+	msgpack_pack_uint32(pk, xid);
 	dm_buf_append(&w->canon, &b, 1);
 	dmf_canon_cstr(&w->canon, commit_lsn);
 	dmf_canon_cstr(&w->canon, end_lsn);
 	dmf_canon_cstr(&w->canon, time);
+	dmf_canon_u64(&w->canon, xid);
 	dmf_digest(w);
 	snprintf(w->last_lsn, sizeof w->last_lsn, "%s", end_lsn);
 
@@ -489,12 +491,13 @@ dmf_read_change(dmf_reader *r, const msgpack_object *a, size_t n)
 static int
 dmf_read_commit(dmf_reader *r, const msgpack_object *a, size_t n)
 {
-	if (n != 4 || !dmf_is_str(&a[1]) || !dmf_is_str(&a[2]) || !dmf_is_str(&a[3]))
+	if (n != 5 || !dmf_is_str(&a[1]) || !dmf_is_str(&a[2]) || !dmf_is_str(&a[3]) || !dmf_is_uint(&a[4], UINT32_MAX))
 		return dmf_bad(r, "malformed commit message");
 	char op = DMF_COMMIT;
 	dm_buf_append(&r->canon, &op, 1);
 	for (int i = 1; i <= 3; i++)
 		dmf_canon_obj(&r->canon, &a[i]);
+	dmf_canon_u64(&r->canon, a[4].via.u64);
 	free(r->last_lsn);
 	r->last_lsn = dmf_str(&a[2]);
 	if (r->last_lsn == NULL)

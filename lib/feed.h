@@ -41,7 +41,7 @@ void dmf_writer_change(dmf_writer *w, int op, uint32_t relid, const dm_value *ke
  * vouching for everything so far, then a flush: a reader may act on the
  * transaction as soon as it has it. 0, or -1 when a write failed (errno in err).
  */
-int dmf_writer_commit(dmf_writer *w, const char *commit_lsn, const char *end_lsn, const char *time);
+int dmf_writer_commit(dmf_writer *w, const char *commit_lsn, const char *end_lsn, const char *time, uint32_t xid);
 /* Writes the trailer and flushes; 0, or -1 after printing the write error. */
 int dmf_writer_finish(dmf_writer *w);
 /* Accepts NULL and a zeroed writer; does not close fp. */
