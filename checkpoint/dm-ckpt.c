@@ -29,6 +29,13 @@ static const char usage_text[] =
     "  status [ENTITY...]   per entity its checkpoint and last run, and the loads in\n"
     "                       progress, as tables (with --json: the JSON report that\n"
     "                       dm-migrate --json status and dm-serve print)\n"
+    "  follow [SLOT]        the followed slots: SLOT APPLIED_LSN COMMIT_TIME APPLIED_AT\n"
+    "                       (dm-migrate follow; nothing for a slot never followed)\n"
+    "  follow-reset SLOT    forget how far SLOT was followed (dm-migrate follow --reset)\n"
+    "  cutover RUN_ID SECONDS ENTITY...\n"
+    "                       record a cut-over in dm.run (dm-migrate cutover)\n"
+    "  follow-stats SLOT SOURCE_LSN RESTART_LSN SYNCED_AT [ENTITY...]\n"
+    "                       what the follower saw of the source, for status (- unknown)\n"
     "  hold ENTITY...       hold the entities for one run: prints \"held\" once all\n"
     "                       are held (exit 6 if another run holds one), then holds\n"
     "                       them until signalled (TERM, INT, HUP) or its parent\n"
@@ -320,8 +327,17 @@ main(int argc, char **argv)
 	} else if (strcmp(cmd, "set") == 0) {
 		if (nargs != 3)
 			usage();
-	} else if (strcmp(cmd, "reset") == 0 || strcmp(cmd, "runs") == 0) {
+	} else if (strcmp(cmd, "reset") == 0 || strcmp(cmd, "runs") == 0 || strcmp(cmd, "follow") == 0) {
 		if (nargs > 2)
+			usage();
+	} else if (strcmp(cmd, "follow-reset") == 0) {
+		if (nargs != 2)
+			usage();
+	} else if (strcmp(cmd, "follow-stats") == 0) {
+		if (nargs < 5)
+			usage();
+	} else if (strcmp(cmd, "cutover") == 0) {
+		if (nargs < 4)
 			usage();
 	} else if (strcmp(cmd, "hold") == 0) {
 		if (nargs < 2)
@@ -394,6 +410,51 @@ main(int argc, char **argv)
 		if (res == NULL)
 			goto out;
 		dm_info("%s checkpoint(s) reset", dmpg_cmd_tuples(res));
+	} else if (strcmp(cmd, "follow") == 0) {
+		res = dmpg_exec_params(conn, "SELECT slot, applied_lsn::pg_catalog.text, commit_time::pg_catalog.text,"
+		    " applied_at::pg_catalog.text FROM dm.follow WHERE $1::pg_catalog.text IS NULL OR slot = $1 ORDER BY slot",
+		    1, p1);
+		if (res == NULL)
+			goto out;
+		print_rows(res, 4);
+	} else if (strcmp(cmd, "follow-stats") == 0) {
+		dm_buf ents = { 0 };
+		dm_buf_putc(&ents, '{');
+		for (int i = 5; i < nargs; i++) {
+			/* an array literal's element, quoted: names with commas or quotes stay whole */
+			dm_buf_puts(&ents, i > 5 ? ",\"" : "\"");
+			for (const char *q = argv[optind + i]; *q; q++) {
+				if (*q == '"' || *q == '\\')
+					dm_buf_putc(&ents, '\\');
+				dm_buf_putc(&ents, *q);
+			}
+			dm_buf_putc(&ents, '"');
+		}
+		dm_buf_putc(&ents, '}');
+		const char *p5[5] = { arg1, arg2, argv[optind + 3], argv[optind + 4], dm_buf_cstr(&ents) };
+		res = dmpg_exec_params(conn, "UPDATE dm.follow SET"
+		    " source_lsn = CASE WHEN $2 = '-' THEN source_lsn ELSE $2::pg_catalog.pg_lsn END,"
+		    " restart_lsn = CASE WHEN $3 = '-' THEN restart_lsn ELSE $3::pg_catalog.pg_lsn END,"
+		    " synced_at = CASE WHEN $4 = '-' THEN synced_at ELSE $4::pg_catalog.timestamptz END,"
+		    " full_entities = $5::pg_catalog.text[] WHERE slot = $1", 5, p5);
+		dm_buf_free(&ents);
+		if (res == NULL)
+			goto out;
+	} else if (strcmp(cmd, "cutover") == 0) {
+		/* one row per entity: the cut-over's window, ended now; "ok", as the verify that ended it said */
+		for (int i = 3; i < nargs; i++) {
+			const char *p3[3] = { arg1, argv[optind + i], arg2 };
+			if (dmpg_run_params(conn, "INSERT INTO dm.run (run_id, entity, started_at, finished_at, outcome)"
+			    " VALUES ($1, $2, pg_catalog.now() - pg_catalog.make_interval(secs => $3::pg_catalog.float8),"
+			    " pg_catalog.now(), 'ok') ON CONFLICT (run_id, entity) DO UPDATE SET outcome = 'ok', error = NULL,"
+			    " finished_at = EXCLUDED.finished_at", 3, p3) < 0)
+				goto out;
+		}
+	} else if (strcmp(cmd, "follow-reset") == 0) {
+		res = dmpg_exec_params(conn, "DELETE FROM dm.follow WHERE slot = $1", 1, p1);
+		if (res == NULL)
+			goto out;
+		dm_info("%s followed slot(s) forgotten", dmpg_cmd_tuples(res));
 	} else if (strcmp(cmd, "status") == 0) {
 		json_t *st = dmreport_status(conn, argv + optind + 1, nargs - 1);
 		if (st == NULL)

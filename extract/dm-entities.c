@@ -14,13 +14,15 @@
 
 static const char usage_text[] =
     "usage: dm-entities (--source CONNINFO | --source-env VAR) (--dest CONNINFO | --dest-env VAR)\n"
-    "                   [-c SPEC] [-q] [-v] [ENTITY...]\n"
+    "                   [-c SPEC] [--follow] [-q] [-v] [ENTITY...]\n"
     "\n"
     "Prints the entities to migrate in load order, one per line, tab-separated:\n"
     "LEVEL ENTITY TABLE KEYCOLS CHANGECOL GROUP COLUMNS PARENTS. Lines starting with #\n"
     "explain skipped tables and foreign-key cycles. With -c SPEC (dm.conf(5)) the\n"
     "entities are the spec's, checked against both catalogs first (the preflight);\n"
-    "TABLE is then the destination table and COLUMNS is -.\n";
+    "TABLE is then the destination table and COLUMNS is -. With --follow, one line\n"
+    "per entity, ENTITY SOURCE HOW: its source table (- for a query) and how\n"
+    "dm-migrate follow keeps it in step, keys (by logical decoding) or full: WHY.\n";
 
 static void
 usage(void)
@@ -41,6 +43,7 @@ typedef struct entity {
 	int level;
 	/* what the output line says of it */
 	char *out_table, *out_keys, *out_change, *out_cols;
+	char *out_source, *out_follow;	/* --follow: the source table, and how it is followed */
 } entity;
 
 typedef struct graph {
@@ -143,6 +146,36 @@ static int
 has_bad_char(const char *s)
 {
 	return strpbrk(s, ",\t\n\r") != NULL;
+}
+
+/*
+ * How a follower (dm-migrate follow) can follow table t of the source, whose
+ * rows the entity knows by the columns keycols: "keys" when logical
+ * decoding names its changed rows by those columns (replica identity: the
+ * primary key, and they are it, in order), else "full: WHY" (caught up by
+ * periodic full comparisons). Returns a new string, or NULL on a failed query.
+ */
+static char *
+follow_how(PGconn *src, const dmpg_table *t, char **keycols, size_t nkey)
+{
+	const char *p[2] = { t->schema, t->name };
+	PGresult *res = dmpg_exec_params(src, "SELECT c.relreplident FROM pg_catalog.pg_class c"
+	    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2", 2, p);
+	if (res == NULL)
+		return NULL;
+	char ident = dmpg_nrows(res) > 0 ? dmpg_value(res, 0, 0)[0] : '?';
+	dmpg_clear(res);
+	if (ident != 'd')
+		return dm_xasprintf("full: its replica identity is %s, not the primary key",
+		    ident == 'f' ? "FULL" : ident == 'n' ? "NOTHING" : ident == 'i' ? "an index" : "unknown");
+	if (t->nkey == 0)
+		return dm_xstrdup("full: no primary key in the source");
+	int same = t->nkey == nkey;
+	for (size_t k = 0; same && k < nkey; k++)
+		same = strcmp(t->cols[t->key[k]].name, keycols[k]) == 0;
+	if (!same)
+		return dm_xstrdup("full: its legacy key is not the source's primary key, in order");
+	return dm_xstrdup("keys");
 }
 
 /*
@@ -284,6 +317,14 @@ discover_tables(PGconn *src, PGconn *dst, graph *g, char **wanted, int nwanted, 
 				dm_buf_printf(&cb, "%s%s", cb.len ? "," : "", e->src.cols[c].name);
 		e->out_keys = dm_xstrdup(dm_buf_cstr(&kb));
 		e->out_cols = dm_xstrdup(dm_buf_cstr(&cb));
+		e->out_source = dm_xstrdup(e->qualified);
+		char *keys[64];
+		size_t nk = e->src.nkey < 64 ? e->src.nkey : 64;
+		for (size_t k = 0; k < nk; k++)
+			keys[k] = e->src.cols[e->src.key[k]].name;
+		e->out_follow = follow_how(src, &e->src, keys, nk);
+		if (e->out_follow == NULL)
+			errors++;
 		dm_buf_free(&kb);
 		dm_buf_free(&cb);
 		dmpg_table_free(&dt);
@@ -334,6 +375,19 @@ discover_spec(PGconn *src, PGconn *dst, const dmspec *sp, graph *g, char **wante
 		dm_buf_free(&kb);
 		e->out_change = dm_xstrdup(m.change_src >= 0 ? m.src.cols[m.change_src].name : "-");
 		e->out_cols = dm_xstrdup("-");
+		if (se->query != NULL) {
+			e->out_source = dm_xstrdup("-");
+			e->out_follow = dm_xstrdup("full: its source is a query");
+		} else {
+			char *keys[64];
+			size_t nk = m.nkey < 64 ? m.nkey : 64;
+			for (size_t k = 0; k < nk; k++)
+				keys[k] = m.key_names[k] + strlen(DMMAP_LEGACY_PREFIX);
+			e->out_source = dm_qualify(m.src.schema, m.src.name);
+			e->out_follow = follow_how(src, &m.src, keys, nk);
+			if (e->out_follow == NULL)
+				errors++;
+		}
 		dmmap_free(&m);
 	}
 	for (int w = 0; w < nwanted; w++)
@@ -360,7 +414,8 @@ main(int argc, char **argv)
 	dm_prog = "dm-entities";
 	if (argc > 1)
 		dm_std_option(argv[1], usage_text);
-	enum { O_SRC = 256, O_SRCENV, O_DST, O_DSTENV };
+	enum { O_SRC = 256, O_SRCENV, O_DST, O_DSTENV, O_FOLLOW };
+	int follow = 0;
 	const char *spec_path = NULL;
 	dmspec spec = { 0 };
 	static const struct option opts[] = {
@@ -369,6 +424,7 @@ main(int argc, char **argv)
 		{ "dest", required_argument, NULL, O_DST },
 		{ "dest-env", required_argument, NULL, O_DSTENV },
 		{ "spec", required_argument, NULL, 'c' },
+		{ "follow", no_argument, NULL, O_FOLLOW },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -381,6 +437,7 @@ main(int argc, char **argv)
 		case O_DST: dst_ci = optarg; break;
 		case O_DSTENV: dst_env = optarg; break;
 		case 'c': spec_path = optarg; break;
+		case O_FOLLOW: follow = 1; break;
 		case 'h': dm_std_option("--help", usage_text); break;
 		case 'V': dm_std_option("--version", usage_text); break;
 		case 'q': dm_verbosity = 0; break;
@@ -516,7 +573,11 @@ main(int argc, char **argv)
 			printf("# %s: references itself: loaded in one transaction so parents and children land together\n",
 			    e->qualified);
 	}
-	for (size_t i = 0; i < g.n; i++) {
+	for (size_t i = 0; i < g.n && follow; i++) {
+		entity *e = &g.e[order[i]];
+		printf("%s\t%s\t%s\n", e->qualified, e->out_source, e->out_follow);
+	}
+	for (size_t i = 0; i < g.n && !follow; i++) {
 		entity *e = &g.e[order[i]];
 		printf("%d\t%s\t%s\t%s\t%s\t", g.scc_level[e->scc], e->qualified, e->out_table, e->out_keys, e->out_change);
 		if (g.scc_size[e->scc] > 1)
@@ -539,7 +600,8 @@ main(int argc, char **argv)
 			putchar('-');
 		putchar('\n');
 	}
-	fputs(fknotes.len ? dm_buf_cstr(&fknotes) : "", stdout);
+	if (!follow)
+		fputs(fknotes.len ? dm_buf_cstr(&fknotes) : "", stdout);
 	dmpg_commit(src);
 	dmpg_commit(dst);
 	if (dm_close_output(stdout, "standard output") < 0)
@@ -558,6 +620,8 @@ out:
 		free(g.e[i].out_keys);
 		free(g.e[i].out_change);
 		free(g.e[i].out_cols);
+		free(g.e[i].out_source);
+		free(g.e[i].out_follow);
 		dmpg_table_free(&g.e[i].src);
 	}
 	free(g.e);

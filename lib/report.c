@@ -65,7 +65,15 @@ static const char status_sql[] =
     "     FROM live r"
     "     UNION ALL"
     "     SELECT 1, s.entity, regexp_replace(s.owner, '/[0-9]+$', ''), NULL, 0, 0, 0, 0, 0, 0, NULL, NULL, NULL,"
-    "       s.expires::text FROM starting s) p), '[]'))::text";
+    "       s.expires::text FROM starting s) p), '[]'),"
+    /* followers (dm-migrate follow): how far behind the source, as the last batch saw it */
+    "  'follow', coalesce((SELECT json_agg(json_build_object('slot', f.slot, 'applied_lsn', f.applied_lsn::text,"
+    "     'commit_time', f.commit_time::text, 'applied_at', f.applied_at::text, 'source_lsn', f.source_lsn::text,"
+    "     'synced_at', f.synced_at::text,"
+    "     'lag_seconds', round(extract(epoch FROM (SELECT t FROM now) - coalesce(f.synced_at, f.applied_at)), 1),"
+    "     'lag_bytes', greatest(pg_wal_lsn_diff(f.source_lsn, f.applied_lsn), 0)::bigint,"
+    "     'retained_bytes', pg_wal_lsn_diff(f.source_lsn, f.restart_lsn)::bigint,"
+    "     'full_entities', coalesce(to_json(f.full_entities), '[]'::json)) ORDER BY f.slot) FROM dm.follow f), '[]'))::text";
 
 static const char runs_sql[] =
     "WITH" RUNS_CTE ","
@@ -110,6 +118,17 @@ static const char metrics_sql[] =
     "  (SELECT count(*) FROM runs r WHERE r.entity = e.entity AND live)::text,"
     "  (SELECT count(*) FROM dm.pending_delete p WHERE p.entity = e.entity)::text"
     " FROM ents e ORDER BY e.entity COLLATE \"C\"";
+
+PGresult *
+dmreport_follow_metrics(PGconn *conn)
+{
+	return dmpg_exec(conn, "SELECT slot,"
+	    " round(extract(epoch FROM clock_timestamp() - coalesce(synced_at, applied_at)), 1)::text,"
+	    " greatest(pg_wal_lsn_diff(source_lsn, applied_lsn), 0)::bigint::text,"
+	    " pg_wal_lsn_diff(source_lsn, restart_lsn)::bigint::text,"
+	    " pg_wal_lsn_diff(applied_lsn, '0/0')::bigint::text"
+	    " FROM dm.follow ORDER BY slot COLLATE \"C\"");
+}
 
 PGresult *
 dmreport_metrics(PGconn *conn)
@@ -316,6 +335,62 @@ report_lines_free(report_lines *t)
 	free(t != NULL ? t->line : NULL);
 }
 
+/* A byte count for people: 1536 -> "1.5 KiB"; NULL or not a number -> "-". */
+static char *
+report_bytes(const json_t *v)
+{
+	static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	if (!json_is_integer(v))
+		return dm_xstrdup("-");
+	double n = (double)json_integer_value(v);
+	int u = 0;
+	while (n >= 1024 && u < 4) {
+		n /= 1024;
+		u++;
+	}
+	return u == 0 ? dm_xasprintf("%.0f B", n) : dm_xasprintf("%.1f %s", n, unit[u]);
+}
+
+/* The followers of the status report (its "follow" array), as a table, with a warning per slot holding much WAL. */
+static void
+report_follow_text(const json_t *fol, FILE *out)
+{
+	report_lines t = { 0 }, warn = { 0 };
+	static const int right[] = { 3, 4, 5, 0 };
+	size_t i;
+	const json_t *f;
+
+	report_add(&t, dm_xstrdup("SLOT\tAPPLIED\tLAST COMMIT APPLIED\tLAG S\tLAG\tWAL RETAINED\tBY FULL COMPARISONS"));
+	json_array_foreach(fol, i, f) {
+		char *commit = report_ts(json_object_get(f, "commit_time"));
+		char *lag = report_num1(f, "lag_seconds");
+		char *behind = report_bytes(json_object_get(f, "lag_bytes"));
+		char *kept = report_bytes(json_object_get(f, "retained_bytes"));
+		dm_buf full = { 0 };
+		size_t k;
+		const json_t *name;
+		json_array_foreach(json_object_get(f, "full_entities"), k, name)
+			dm_buf_printf(&full, "%s%s", k ? "," : "", json_string_value(name) ? json_string_value(name) : "?");
+		report_add(&t, dm_xasprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", report_str(f, "slot"), report_str(f, "applied_lsn"),
+		    commit, lag, behind, kept, full.len ? dm_buf_cstr(&full) : "-"));
+		const json_t *r = json_object_get(f, "retained_bytes");
+		if (json_is_integer(r) && json_integer_value(r) > DMREPORT_RETAINED_WARN)
+			report_add(&warn, dm_xasprintf("  warning: slot %s keeps %s of WAL on the source, which grows until it is"
+			    " followed again or dropped (dm-migrate follow --drop-slot)\n", report_str(f, "slot"), kept));
+		free(commit);
+		free(lag);
+		free(behind);
+		free(kept);
+		dm_buf_free(&full);
+	}
+	fputs("\nFollowing the source (dm-migrate follow; LAG as of the last batch):\n", out);
+	dmreport_table(out, "  ", t.line, t.n, right);
+	for (int k = 0; k < warn.n; k++)
+		fputs(warn.line[k], out);
+	report_lines_free(&t);
+	report_lines_free(&warn);
+}
+
 int
 dmreport_status_text(const json_t *status, FILE *out)
 {
@@ -401,6 +476,8 @@ dmreport_status_text(const json_t *status, FILE *out)
 		dmreport_table(out, "  ", cur.line, cur.n, cur_right);
 	else
 		fputs("  (none)\n", out);
+	if (json_array_size(json_object_get(status, "follow")) > 0)
+		report_follow_text(json_object_get(status, "follow"), out);
 	report_lines_free(&ck);
 	report_lines_free(&last);
 	report_lines_free(&cur);

@@ -7,6 +7,9 @@
 #ifndef DM_REPORT_H
 #define DM_REPORT_H
 
+/* A slot keeping more WAL than this on the source is warned about (status, dm-migrate follow). */
+#define DMREPORT_RETAINED_WARN ((long long)1 << 30)
+
 #include "pg.h"
 
 #include <stdio.h>
@@ -29,6 +32,13 @@ int dmreport_status_text(const json_t *status, FILE *out);
 json_t *dmreport_runs(PGconn *conn, int limit, const char *before);
 /* One run with its entities; a JSON null when dm.run has no row of it. */
 json_t *dmreport_run(PGconn *conn, const char *run_id);
+
+/*
+ * For /metrics, one row per followed slot (dm.follow), values as text, NULL
+ * when unknown: slot; lag in seconds; lag in bytes; WAL the slot keeps on the
+ * source; the applied position as a byte offset. NULL after the error was printed.
+ */
+PGresult *dmreport_follow_metrics(PGconn *conn);
 
 /*
  * For dm-serve's /metrics, one row per entity, every value text (NULL when there

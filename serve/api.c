@@ -573,17 +573,25 @@ metric_family(dm_buf *b, const char *name, const char *type, const char *help)
 }
 
 static void
-metric_sample(dm_buf *b, const char *name, const char *entity, const char *value)
+metric_sample_label(dm_buf *b, const char *name, const char *label, const char *lvalue, const char *value)
 {
 	dm_buf_append(b, name, strlen(name));
-	if (entity != NULL) {
-		dm_buf_append(b, "{entity=\"", 9);
-		metric_escape(b, entity);
+	if (lvalue != NULL) {
+		dm_buf_putc(b, '{');
+		dm_buf_append(b, label, strlen(label));
+		dm_buf_append(b, "=\"", 2);
+		metric_escape(b, lvalue);
 		dm_buf_append(b, "\"}", 2);
 	}
 	dm_buf_putc(b, ' ');
 	dm_buf_append(b, value, strlen(value));
 	dm_buf_putc(b, '\n');
+}
+
+static void
+metric_sample(dm_buf *b, const char *name, const char *entity, const char *value)
+{
+	metric_sample_label(b, name, "entity", entity, value);
 }
 
 
@@ -611,12 +619,14 @@ compute_metrics(const char *key, void *arg, int *status)
 	dm_buf b = { 0 };
 	PGconn *conn = serve_db_lock();
 	int up = conn != NULL, failed = 0;
-	PGresult *res = NULL;
+	PGresult *res = NULL, *fres = NULL;
 	if (conn != NULL) {
 		failed = dmpg_begin(conn, "", NULL) < 0;
 		if (!failed)
 			res = dmreport_metrics(conn);
-		failed = failed || res == NULL || dmpg_commit(conn) < 0;
+		if (!failed && res != NULL)
+			fres = dmreport_follow_metrics(conn);
+		failed = failed || res == NULL || fres == NULL || dmpg_commit(conn) < 0;
 		serve_db_unlock(conn, failed);
 		up = !failed;
 	}
@@ -629,6 +639,21 @@ compute_metrics(const char *key, void *arg, int *status)
 				metric_sample(&b, fam[f].name, dmpg_value(res, r, 0), dmpg_value(res, r, f + 1));
 	}
 	dmpg_clear(res);
+	static const struct {
+		const char *name, *help;
+	} ff[] = {
+		{ "dm_follow_lag_seconds", "Seconds the destination may be behind the source, as of the follower's last batch (dm-migrate follow)." },
+		{ "dm_follow_lag_bytes", "WAL bytes between the source's position at the follower's last batch and the applied position." },
+		{ "dm_follow_retained_wal_bytes", "WAL the slot keeps on the source (it grows while nobody follows: drop an abandoned slot)." },
+		{ "dm_follow_applied_lsn_bytes", "The applied position of the slot, as a byte offset in the source's WAL." },
+	};
+	for (size_t f = 0; f < sizeof ff / sizeof ff[0] && fres != NULL && !failed && dmpg_nrows(fres) > 0; f++) {
+		metric_family(&b, ff[f].name, "gauge", ff[f].help);
+		for (int r = 0; r < dmpg_nrows(fres); r++)
+			if (!dmpg_isnull(fres, r, (int)f + 1))
+				metric_sample_label(&b, ff[f].name, "slot", dmpg_value(fres, r, 0), dmpg_value(fres, r, (int)f + 1));
+	}
+	dmpg_clear(fres);
 	/* The counts of the last baseline computed (GET /v1/baseline, cached): a scan of both sides is not done per scrape. */
 	int st = 0;
 	json_t *base = serve_cache_peek(BASELINE_ALL, &st);

@@ -483,6 +483,9 @@ PY
     command -v promtool >/dev/null && command -v prometheus >/dev/null || skip "prometheus is not installed"
     pair met
     dm-migrate -q run
+    # a follower's position and what its last batch saw of the source (dm-migrate follow writes these)
+    dm-load --db-env DM_DEST --follow s9 --lsn 0/5000 --commit-time '2026-12-05 00:00:00+00'
+    dm-ckpt --db-env DM_DEST follow-stats s9 0/7000 0/1000 '2026-12-05 00:00:01+00' public.film
     serve_start --baseline-interval 3600
     local i
     for ((i = 0; i < 100; i++)); do
@@ -497,6 +500,15 @@ PY
     grep -qx 'dm_source_rows{entity="public.actor"} 200' "$BODY"
     grep -qx 'dm_differing_rows{entity="public.actor"} 0' "$BODY"
     grep -qx 'dm_run_in_progress{entity="public.actor"} 0' "$BODY"
+    grep -qx 'dm_follow_lag_bytes{slot="s9"} 8192' "$BODY"
+    grep -qx 'dm_follow_retained_wal_bytes{slot="s9"} 24576' "$BODY"
+    grep -qx 'dm_follow_applied_lsn_bytes{slot="s9"} 20480' "$BODY"
+    grep -qE '^dm_follow_lag_seconds\{slot="s9"\} [0-9]+(\.[0-9])?$' "$BODY"
+    # the status names the slot, the entities followed by full comparisons (validated against the document)
+    api GET /v1/status
+    [[ "$CODE" == 200 ]]
+    [[ "$(jq_ "$BODY" '[j["follow"][0][k] for k in ("slot", "applied_lsn", "lag_bytes", "retained_bytes", "full_entities")]')" == \
+        '["s9", "0/5000", 8192, 24576, ["public.film"]]' ]]
     # No secret in the metrics.
     ! grep -q "$TOKEN" "$BODY"
     # A real scrape.
