@@ -20,7 +20,7 @@ static const char usage_text[] =
     "                 [--until-lsn LSN | --until-idle SECONDS] [--wait SECONDS]\n"
     "       dm-decode (--db ...) --slot NAME --drop [--drop-publication --publication NAME] [--wait SECONDS]\n"
     "                 [--dest-env VAR]\n"
-    "       dm-decode (--db ...) --slot NAME --status\n"
+    "       dm-decode (--db ...) --slot NAME --status | --set-readonly\n"
     "\n"
     "Follows the source database by logical decoding (the pgoutput plugin) and\n"
     "writes the keys of the rows changed in its published tables, transaction by\n"
@@ -45,6 +45,9 @@ static const char usage_text[] =
     "  --drop               drop the slot\n"
     "  --drop-publication   with --drop: drop the publication too\n"
     "  --status             print the slot's positions, one name=value a line\n"
+    "  --set-readonly       cut-over: make the source database read only for new\n"
+    "                       transactions and end its open sessions (the statements\n"
+    "                       are printed first)\n"
     "  -q, -v               quieter, more verbose\n"
     "  --help, --version\n";
 
@@ -484,6 +487,58 @@ out:
 	return rc;
 }
 
+/*
+ * --set-readonly, for a cut-over: new transactions of the source database
+ * are read only, and the sessions open in it (but ours; replication is not
+ * a client session) are ended, so that none goes on writing in a
+ * transaction it began before. Each statement is printed before it runs.
+ */
+static int
+do_set_readonly(const decode_opts *o)
+{
+	PGconn *src = dmpg_connect(o->conninfo, "source");
+	PGresult *res = NULL;
+	char *q = NULL, *alter = NULL;
+	int rc = DM_EXIT_FAIL;
+	static const char terminate[] =
+	    "SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(a.pid)) FROM pg_catalog.pg_stat_activity a"
+	    " WHERE a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid()"
+	    " AND a.backend_type = 'client backend'";
+
+	if (src == NULL)
+		goto out;
+	res = dmpg_exec(src, "SELECT pg_catalog.current_database()");
+	if (res == NULL)
+		goto out;
+	q = dmpg_ident(src, dmpg_value(res, 0, 0));
+	alter = dm_xasprintf("ALTER DATABASE %s SET default_transaction_read_only = on", q);
+	dmpg_clear(res);
+	res = NULL;
+	printf("%s;\n", alter);
+	fflush(stdout);
+	if (dmpg_run(src, alter) < 0) {
+		dm_err("cannot make the source read only: the role needs to own the database (or be a superuser)");
+		goto out;
+	}
+	printf("%s;\n", terminate);
+	fflush(stdout);
+	res = dmpg_exec(src, terminate);
+	if (res == NULL) {
+		dm_err("the source is read only for new sessions, but the open ones could not be ended"
+		    " (the role needs pg_signal_backend): end them by hand");
+		goto out;
+	}
+	dm_info("the source takes no more writes: %s session(s) ended; undo with SET default_transaction_read_only"
+	    " = off; ALTER DATABASE %s RESET default_transaction_read_only", dmpg_value(res, 0, 0), q);
+	rc = dm_close_output(stdout, "standard output") < 0 ? DM_EXIT_FAIL : DM_EXIT_OK;
+out:
+	dmpg_clear(res);
+	free(q);
+	free(alter);
+	dmpg_finish(src);
+	return rc;
+}
+
 static void
 on_stop(int sig)
 {
@@ -495,7 +550,7 @@ int
 main(int argc, char **argv)
 {
 	enum { O_DB = 256, O_DBENV, O_DEST, O_DESTENV, O_SLOT, O_PUB, O_CREATE, O_TABLES, O_DROP, O_DROPPUB,
-		O_STATUS, O_UNTIL_LSN, O_UNTIL_IDLE, O_WAIT };
+		O_STATUS, O_UNTIL_LSN, O_UNTIL_IDLE, O_WAIT, O_READONLY };
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, O_DB },
 		{ "db-env", required_argument, NULL, O_DBENV },
@@ -508,6 +563,7 @@ main(int argc, char **argv)
 		{ "drop", no_argument, NULL, O_DROP },
 		{ "drop-publication", no_argument, NULL, O_DROPPUB },
 		{ "status", no_argument, NULL, O_STATUS },
+		{ "set-readonly", no_argument, NULL, O_READONLY },
 		{ "until-lsn", required_argument, NULL, O_UNTIL_LSN },
 		{ "until-idle", required_argument, NULL, O_UNTIL_IDLE },
 		{ "wait", required_argument, NULL, O_WAIT },
@@ -517,7 +573,7 @@ main(int argc, char **argv)
 	};
 	const char *db = NULL, *db_env = NULL, *dest = NULL, *dest_env = NULL;
 	const char *until_lsn = NULL, *until_idle = NULL, *wait = NULL;
-	int create = 0, drop = 0, status = 0, ch;
+	int create = 0, drop = 0, status = 0, readonly = 0, ch;
 	decode_opts o = { 0 };
 
 	dm_prog = "dm-decode";
@@ -536,6 +592,7 @@ main(int argc, char **argv)
 		case O_DROP: drop = 1; break;
 		case O_DROPPUB: o.drop_publication = 1; break;
 		case O_STATUS: status = 1; break;
+		case O_READONLY: readonly = 1; break;
 		case O_UNTIL_LSN: until_lsn = optarg; break;
 		case O_UNTIL_IDLE: until_idle = optarg; break;
 		case O_WAIT: wait = optarg; break;
@@ -546,8 +603,9 @@ main(int argc, char **argv)
 		default: usage();
 		}
 	}
-	int follow = !create && !drop && !status;
-	if (optind != argc || o.slot == NULL || create + drop + status > 1)
+	int follow = !create && !drop && !status && !readonly;
+	if (optind != argc || o.slot == NULL || create + drop + status + readonly > 1 ||
+	    (readonly && (dest || dest_env || wait)))
 		usage();
 	if ((o.tables && !create) || (o.drop_publication && (!drop || o.publication == NULL)) ||
 	    ((create || follow) && o.publication == NULL) ||
@@ -597,6 +655,8 @@ main(int argc, char **argv)
 		rc = do_drop(&o);
 	else if (status)
 		rc = do_status(&o);
+	else if (readonly)
+		rc = do_set_readonly(&o);
 	else {
 		struct sigaction sa;
 		memset(&sa, 0, sizeof sa);

@@ -69,6 +69,10 @@ fault() {
     fault server --trials 1 --faults dest-crash,src-restart,terminate
 }
 
+@test "follow under faults: kill -9 of each stage and of the follower, destination crash, source restart, replication connection cut; the catch-up converges" {
+    fault follow --trials 1
+}
+
 @test "each helper of a run (entity planner, checkpoints, hold, snapshot) cut off: 'PART failed: why' or retried" {
     fault server --trials 1 --faults helper
 }

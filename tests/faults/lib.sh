@@ -158,7 +158,8 @@ fx_setup_clusters() {
     chmod 755 "$FX_WORK"
     FX_SRC_DIR=$FX_WORK/src
     FX_DST_DIR=$FX_WORK/dst
-    cluster_start "$FX_SRC_DIR" tcp || return 1
+    # the source decodes (follow.sh); the rest of the trials do not mind
+    CLUSTER_WAL_LEVEL=logical cluster_start "$FX_SRC_DIR" tcp || return 1
     cluster_start "$FX_DST_DIR" tcp || { cluster_stop "$FX_SRC_DIR"; return 1; }
     : "${FX_RESULTS:=$FX_WORK/results}"
     export FX_WORK FX_SRC_DIR FX_DST_DIR FX_RESULTS
