@@ -46,7 +46,7 @@ static const char usage_text[] =
     "  --run-id ID          hold: the run that holds (default: hold/PID)\n"
     "  --wait SECONDS       hold: wait that long for another run to let go (default 0)\n"
     "  --parent PID         hold: the process whose end ends the hold (default: the\n"
-    "                       parent); if it is not our parent already, nothing is held\n"
+    "                       parent); if it has ended already, nothing is held\n"
     "  --json               status: print JSON\n";
 
 static void
@@ -173,6 +173,37 @@ hold_reconnect(PGconn **connp, const char *conninfo, char **entities, int n, con
  * the hold ends with a failure (the driver checks before its deletes). The
  * lease dies with this process's backend too, so nothing is left held.
  */
+/* The start time of process pid (/proc/PID/stat, field 22), or 0 when it cannot be read. */
+static unsigned long long
+hold_proc_start(pid_t pid)
+{
+	char path[64], buf[1024];
+	unsigned long long start = 0;
+	snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+	FILE *fp = fopen(path, "r");
+	if (fp == NULL)
+		return 0;
+	size_t n = fread(buf, 1, sizeof buf - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	/* after the command name, in parentheses that may hold anything: state is field 3 */
+	char *p = strrchr(buf, ')');
+	for (int field = 2; p != NULL && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	if (p != NULL)
+		start = strtoull(p + 1, NULL, 10);
+	return start;
+}
+
+/* Whether process pid still runs, and is the one that started at born (0: unknown). */
+static int
+hold_alive(pid_t pid, unsigned long long born)
+{
+	if (kill(pid, 0) < 0 && errno != EPERM)
+		return 0;
+	return born == 0 || hold_proc_start(pid) == born;
+}
+
 static int
 hold_entities(PGconn **connp, const char *conninfo, char **entities, int n, const char *owner,
     double wait_seconds, pid_t parent)
@@ -182,9 +213,12 @@ hold_entities(PGconn **connp, const char *conninfo, char **entities, int n, cons
 
 	/*
 	 * A parent killed between its fork and our first getppid() would leave us
-	 * watching our new parent, held forever: the caller names itself instead.
+	 * watching our new parent, held forever: the caller names itself, and it
+	 * is watched by pid and start time (a wrapper such as time(1) in between
+	 * is no parent of ours to watch, and a pid can be reused).
 	 */
-	if (getppid() != parent) {
+	unsigned long long born = hold_proc_start(parent);
+	if (!hold_alive(parent, born)) {
 		dm_err("hold: process %ld, which the hold was for, is gone: nothing held", (long)parent);
 		return DM_EXIT_FAIL;
 	}
@@ -207,7 +241,7 @@ hold_entities(PGconn **connp, const char *conninfo, char **entities, int n, cons
 		got = -1;
 	}
 	double renew_at = hold_now() + HOLD_TTL / 4.0;
-	while (got > 0 && !hold_stop && getppid() == parent) {
+	while (got > 0 && !hold_stop && hold_alive(parent, born)) {
 		/* A second at most between looks at the parent; a signal cuts it short. */
 		struct timespec second = { 1, 0 };
 		nanosleep(&second, NULL);

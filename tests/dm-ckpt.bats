@@ -75,4 +75,21 @@ held_leases() {
     done
     run -0 held_leases
     assert_output ""
+    # a wrapper in between (a shell that forks it, as time(1) does): still held for the named process
+    bash -c 'sh -c "dm-ckpt --db-env DST --run-id wrapped --parent $$ hold h.three >\"$1\" 2>&1 </dev/null; :" _ "$1" & sleep 30' _ "$out.2" &
+    parent=$!
+    for ((i = 0; i < 300; i++)); do
+        grep -q held "$out.2" 2>/dev/null && break
+        sleep 0.1
+    done
+    run -0 held_leases
+    assert_line --regexp '^run:h.three wrapped/[0-9]+$'
+    kill -KILL "$parent"
+    wait "$parent" || true
+    for ((i = 0; i < 300; i++)); do
+        [[ -z "$(held_leases)" ]] && break
+        sleep 0.1
+    done
+    run -0 held_leases
+    assert_output ""
 }
