@@ -100,15 +100,17 @@ record_run(PGconn *conn, target *tg, const char *outcome, const char *error)
 	snprintf(c[3], sizeof c[3], "%llu", (unsigned long long)tg->same);
 	snprintf(c[4], sizeof c[4], "%llu", (unsigned long long)tg->batches);
 	snprintf(c[5], sizeof c[5], "%llu", (unsigned long long)dmload.rejected);
-	if (dmload.follow_slot != NULL && strcmp(outcome, "failed") == 0)
-		for (int i = 0; i < 4; i++)
+	/* a follower's counts are added once, by the batch's final record (not its progress) */
+	if (dmload.follow_slot != NULL && (strcmp(outcome, "failed") == 0 || strcmp(outcome, "running") == 0))
+		for (int i = 0; i < 5; i++)
 			snprintf(c[i], sizeof c[i], "0");
 	const char *q[12] = { dmload.run_id, tg->entity, dmload.started_at, outcome, c[0], c[1], c[2], c[3], c[4], c[5], error,
 		dmload.follow_slot ? "t" : "f" };
 
 	/*
 	 * A follower's batches are one run, a dm-load each: their counts add up
-	 * (a failed batch's were rolled back with it: it adds zeros).
+	 * (a failed batch's were rolled back with it, and a batch's progress record
+	 * comes before its final one: both add zeros).
 	 */
 	return dmpg_run_params(conn,
 	    "INSERT INTO dm.run AS r (run_id, entity, started_at, finished_at, outcome, inserted, updated, deleted,"

@@ -628,6 +628,9 @@ follow_position() {
     dm_tables_equal f_src f_dst public.fc
     run -0 follow_position
     assert_output "0/2000 2026-12-05 01:02:03+00"
+    # dm.run counts the batch once (its progress record and its final one are one batch)
+    run -0 dm_psql f_dst "SELECT inserted || ' ' || updated || ' ' || deleted || ' ' || batches FROM dm.run WHERE entity = 'public.fc'"
+    assert_output "1 1 3 1"
     # an older position (a batch applied again) leaves the recorded one where it is
     follow_changes
     run -0 dm-load --db-env FDST --follow s1 --lsn 0/1000 --table public.fp --table public.fc \
@@ -668,4 +671,7 @@ follow_position() {
     run -0 dm-load --db-env FDST --follow s1 --lsn 0/4000 --from 0/3000 --table public.fp --table public.fc \
         "$BATS_TEST_TMPDIR/fp.ch" "$BATS_TEST_TMPDIR/fc.ch"
     dm_tables_equal f_src f_dst public.fp
+    # counted once each: fc got 1 insert in the first batch, 2,901 in the last (ids 100 to 3000)
+    run -0 dm_psql f_dst "SELECT sum(inserted) FROM dm.run WHERE entity = 'public.fc'"
+    assert_output 2902
 }
