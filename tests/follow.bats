@@ -25,6 +25,9 @@ teardown_file() {
 # fresh NAME: a legacy source NAME_src and a modern destination NAME_dst, in use.
 fresh() {
     dm_createdb "$1_src" f_legacy_tpl
+    # shop keys referenced by clients can move (the workload's key updates)
+    dm_psql "$1_src" "ALTER TABLE public.client DROP CONSTRAINT client_shop_id_fkey" \
+        "ALTER TABLE public.client ADD FOREIGN KEY (shop_id) REFERENCES public.shop ON UPDATE CASCADE"
     dm_createdb "$1_dst" f_modern_tpl
     dm_use "$1_src" "$1_dst"
     SRC=$1_src DST=$1_dst SLOT=s_$1
@@ -63,6 +66,11 @@ workload() {
             # a key update: the shop nobody references moves to another key
             dm_psql "$db" "INSERT INTO public.shop VALUES ($((500 + i)), 'moving', NULL)" \
                 "UPDATE public.shop SET shop_id = $((600 + i)) WHERE shop_id = $((500 + i))" >/dev/null || return 1
+        fi
+        if ((i % 3 == 0)); then
+            # a key referenced by another entity updated: its clients follow (ON UPDATE CASCADE,
+            # set up by fresh), so the clients' shop UUIDs change in the same transaction
+            dm_psql "$db" "UPDATE public.shop SET shop_id = $((3000 + i)) WHERE shop_id = $((100 + i))" >/dev/null || return 1
         fi
     done
 }
