@@ -477,19 +477,29 @@ dmpg_table_free(dmpg_table *t)
 	t->change_col = -1;
 }
 
-int
-dmpg_copy_out_start(PGconn *conn, const char *sql)
+/*
+ * Sends cmd, which must put the connection in COPY mode want; on anything
+ * else reports "failure" (once, here). 0 or -1. label names it in -v output.
+ */
+static int
+dmpg_copy_start(PGconn *conn, const char *cmd, ExecStatusType want, const char *label, const char *failure)
 {
-	dm_debug("sql: %s", sql);
-	PGresult *res = PQexec(conn, sql);
+	dm_debug("%s: %s", label, cmd);
+	PGresult *res = PQexec(conn, cmd);
 
-	if (res == NULL || PQresultStatus(res) != PGRES_COPY_OUT) {
-		dmpg_report(conn, res, "COPY failed");
+	if (res == NULL || PQresultStatus(res) != want) {
+		dmpg_report(conn, res, failure);
 		PQclear(res);
 		return -1;
 	}
 	PQclear(res);
 	return 0;
+}
+
+int
+dmpg_copy_out_start(PGconn *conn, const char *sql)
+{
+	return dmpg_copy_start(conn, sql, PGRES_COPY_OUT, "sql", "COPY failed");
 }
 
 int
@@ -596,16 +606,7 @@ dmpg_cmd_tuples(PGresult *res)
 int
 dmpg_copy_both_start(PGconn *conn, const char *cmd)
 {
-	dm_debug("replication: %s", cmd);
-	PGresult *res = PQexec(conn, cmd);
-
-	if (res == NULL || PQresultStatus(res) != PGRES_COPY_BOTH) {
-		dmpg_report(conn, res, "cannot start replication");
-		PQclear(res);
-		return -1;
-	}
-	PQclear(res);
-	return 0;
+	return dmpg_copy_start(conn, cmd, PGRES_COPY_BOTH, "replication", "cannot start replication");
 }
 
 /* The COPY ended: its result says whether the server ended it on an error. */

@@ -44,6 +44,24 @@ held_leases() {
     dm_psql c_dst "SELECT entity || ' ' || owner FROM dm.lease WHERE entity LIKE 'run:%' ORDER BY 1"
 }
 
+# wait_said_held FILE: until a hold wrote "held" to FILE (30 s at most).
+wait_said_held() {
+    local i
+    for ((i = 0; i < 300; i++)); do
+        grep -q held "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+}
+
+# wait_released: until no run lease is left (30 s at most; the caller then checks).
+wait_released() {
+    local i
+    for ((i = 0; i < 300; i++)); do
+        [[ -z "$(held_leases)" ]] && return 0
+        sleep 0.1
+    done
+}
+
 @test "hold: for its parent only; one whose parent died before it looked holds nothing" {
     run -2 dm-ckpt --db-env DST --parent x hold a
     run -2 dm-ckpt --db-env DST --parent 0 hold a
@@ -56,40 +74,28 @@ held_leases() {
     run -0 held_leases
     refute_output --partial "gone/"
     # a parent that is the parent: held until it ends, then released
-    local out=$BATS_TEST_TMPDIR/held i
+    local out=$BATS_TEST_TMPDIR/held
     bash -c 'dm-ckpt --db-env DST --run-id mine --parent $$ hold h.one h.two >"$1" 2>&1 </dev/null & sleep 30' _ "$out" &
     local parent=$!
-    for ((i = 0; i < 300; i++)); do
-        grep -q held "$out" && break
-        sleep 0.1
-    done
+    wait_said_held "$out"
     run -0 held_leases
     assert_line --regexp '^run:h.one mine/[0-9]+$'
     assert_line --regexp '^run:h.two mine/[0-9]+$'
     kill -KILL "$parent"
     wait "$parent" || true
     # it looks at its parent every second: released within seconds of the parent's end
-    for ((i = 0; i < 300; i++)); do
-        [[ -z "$(held_leases)" ]] && break
-        sleep 0.1
-    done
+    wait_released
     run -0 held_leases
     assert_output ""
     # a wrapper in between (a shell that forks it, as time(1) does): still held for the named process
     bash -c 'sh -c "dm-ckpt --db-env DST --run-id wrapped --parent $$ hold h.three >\"$1\" 2>&1 </dev/null; :" _ "$1" & sleep 30' _ "$out.2" &
     parent=$!
-    for ((i = 0; i < 300; i++)); do
-        grep -q held "$out.2" 2>/dev/null && break
-        sleep 0.1
-    done
+    wait_said_held "$out.2"
     run -0 held_leases
     assert_line --regexp '^run:h.three wrapped/[0-9]+$'
     kill -KILL "$parent"
     wait "$parent" || true
-    for ((i = 0; i < 300; i++)); do
-        [[ -z "$(held_leases)" ]] && break
-        sleep 0.1
-    done
+    wait_released
     run -0 held_leases
     assert_output ""
 }
