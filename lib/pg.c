@@ -50,8 +50,15 @@ dmpg_report(PGconn *conn, const PGresult *res, const char *what)
 	if (msg == NULL || *msg == '\0')
 		msg = PQerrorMessage(conn);
 	snprintf(dmpg_sqlstate, sizeof dmpg_sqlstate, "%s", state ? state : "");
-	/* No SQLSTATE and a dead connection: the server went away under us. */
-	dmpg_transient = dmpg_state_transient(state) || PQstatus(conn) == CONNECTION_BAD;
+	/*
+	 * The server sends a SQLSTATE with every error; an error without one is
+	 * libpq's own: the connection failed under us. It is not always marked
+	 * bad yet: a write that failed (the server stopped while we were sending)
+	 * is reported with the connection still "OK" when libpq could read what
+	 * the dying server sent but not yet its end of file.
+	 */
+	dmpg_transient = dmpg_state_transient(state) || PQstatus(conn) == CONNECTION_BAD ||
+	    state == NULL || *state == '\0';
 	snprintf(dmpg_error, sizeof dmpg_error, "%s: %s", what, msg);
 	size_t n = strlen(dmpg_error);
 	while (n > 0 && (dmpg_error[n - 1] == '\n' || dmpg_error[n - 1] == ' '))
