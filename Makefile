@@ -142,12 +142,18 @@ demo-copy: all
 # The benchmark against raw COPY, pgcopydb, pgloader and pg_comparator (docs/benchmarks.md).
 bench: all
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench $(BENCH_ARGS)
+	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench-driver
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench-serve
 	@scripts/bench-follow $(BENCH_FOLLOW_ARGS)
 
 # dm-migrate follow against a changing source, and the cut-over (scripts/bench-follow).
 bench-follow: all
 	@scripts/bench-follow $(BENCH_FOLLOW_ARGS)
+
+# dm-migrate's own cost on many small tables, against a plain loop of its programs
+# (scripts/bench-driver).
+bench-driver: all
+	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench-driver $(BENCH_DRIVER_ARGS)
 
 # dm-serve alone under load during a run: p99 latency and RSS (scripts/bench-serve).
 bench-serve: all
@@ -174,7 +180,7 @@ clean:
 openapi:
 	python3 scripts/openapi.py >docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
 
-.PHONY: all deps check unit image image-test demo demo-copy serve bench bench-serve bench-follow faults install lint-man clean openapi FORCE
+.PHONY: all deps check unit image image-test demo demo-copy serve bench bench-driver bench-serve bench-follow faults install lint-man clean openapi FORCE
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # Fuzzing (clang's libFuzzer): `make fuzz FUZZ_SECONDS=600`; `make fuzz-smoke` runs in check.
