@@ -96,7 +96,10 @@ hold_now(void)
 /*
  * Takes or renews (renew != 0) every entity's run lease in one transaction:
  * all or none. 1 all held, 0 one is held by another live run (named on
- * stderr when say_holder), -1 error (logged).
+ * stderr when say_holder), -1 error (logged). A take tries all the leases
+ * in one round of statements first (a run may hold hundreds; a round trip
+ * each was most of a run's start), and goes lease by lease only when that
+ * failed, to learn which one is held and by whom.
  */
 static int
 hold_all(PGconn *conn, char **entities, int n, const char *owner, int renew, int say_holder)
@@ -104,6 +107,16 @@ hold_all(PGconn *conn, char **entities, int n, const char *owner, int renew, int
 	int rc = -1;
 	char *name = NULL, *holder = NULL;
 
+	if (!renew) {
+		if (dmpg_begin(conn, "", NULL) < 0)
+			return -1;
+		int got = dmstate_leases_take(conn, entities, n, HOLD_PREFIX, owner, HOLD_TTL);
+		if (got > 0)
+			return dmpg_commit(conn) < 0 ? -1 : 1;
+		dmpg_rollback(conn);
+		if (got < 0)
+			return -1;
+	}
 	if (dmpg_begin(conn, "", NULL) < 0)
 		return -1;
 	for (int i = 0; i < n; i++) {
@@ -264,12 +277,7 @@ hold_entities(PGconn **connp, const char *conninfo, char **entities, int n, cons
 		/* A connection lost while we idled is no news: it is made again below. */
 		dmpg_quiet_errors(hold_now() < give_up);
 		if (*connp != NULL && dmpg_begin(*connp, "", NULL) == 0) {
-			int r = 0;
-			for (int i = 0; i < n && r == 0; i++) {
-				char *name = dm_xasprintf("%s%s", HOLD_PREFIX, entities[i]);
-				r = dmstate_lease_release(*connp, name, owner);
-				free(name);
-			}
+			int r = dmstate_leases_release(*connp, entities, n, HOLD_PREFIX, owner);
 			if (r == 0 && dmpg_commit(*connp) == 0) {
 				dmpg_quiet_errors(0);
 				return got > 0 ? DM_EXIT_OK : DM_EXIT_FAIL;
@@ -453,18 +461,7 @@ main(int argc, char **argv)
 		print_rows(res, 4);
 	} else if (strcmp(cmd, "follow-stats") == 0) {
 		dm_buf ents = { 0 };
-		dm_buf_putc(&ents, '{');
-		for (int i = 5; i < nargs; i++) {
-			/* an array literal's element, quoted: names with commas or quotes stay whole */
-			dm_buf_puts(&ents, i > 5 ? ",\"" : "\"");
-			for (const char *q = argv[optind + i]; *q; q++) {
-				if (*q == '"' || *q == '\\')
-					dm_buf_putc(&ents, '\\');
-				dm_buf_putc(&ents, *q);
-			}
-			dm_buf_putc(&ents, '"');
-		}
-		dm_buf_putc(&ents, '}');
+		dm_buf_text_array(&ents, argv + optind + 5, nargs > 5 ? nargs - 5 : 0, "");
 		const char *p5[5] = { arg1, arg2, argv[optind + 3], argv[optind + 4], dm_buf_cstr(&ents) };
 		res = dmpg_exec_params(conn, "UPDATE dm.follow SET"
 		    " source_lsn = CASE WHEN $2 = '-' THEN source_lsn ELSE $2::pg_catalog.pg_lsn END,"

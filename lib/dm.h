@@ -90,6 +90,9 @@ void dm_buf_append(dm_buf *b, const void *p, size_t n);
 void dm_buf_putc(dm_buf *b, char c);
 void dm_buf_puts(dm_buf *b, const char *s);
 void dm_buf_printf(dm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends a PostgreSQL text[] literal of n items, each after prefix (may be ""):
+ * every element double-quoted, so commas, braces and quotes stay inside it. */
+void dm_buf_text_array(dm_buf *b, char *const *items, int n, const char *prefix);
 /* Makes data a NUL-terminated string (the NUL is not counted in len). */
 const char *dm_buf_cstr(dm_buf *b);
 void dm_buf_free(dm_buf *b);

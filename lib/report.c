@@ -168,19 +168,7 @@ report_array(char *const *entities, int n)
 
 	if (n == 0)
 		return NULL;
-	dm_buf_putc(&b, '{');
-	for (int i = 0; i < n; i++) {
-		if (i)
-			dm_buf_putc(&b, ',');
-		dm_buf_putc(&b, '"');
-		for (const char *p = entities[i]; *p; p++) {
-			if (*p == '"' || *p == '\\')
-				dm_buf_putc(&b, '\\');
-			dm_buf_putc(&b, *p);
-		}
-		dm_buf_putc(&b, '"');
-	}
-	dm_buf_putc(&b, '}');
+	dm_buf_text_array(&b, entities, n, "");
 	dm_buf_putc(&b, '\0');
 	return b.data;
 }

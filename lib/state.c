@@ -155,6 +155,82 @@ dmstate_lease_take(PGconn *conn, const char *entity, const char *owner, int ttl_
 	return 0;
 }
 
+/*
+ * dmstate_lease_take for many leases (prefix + each entity) in one round
+ * of statements: the same look under SKIP LOCKED, then one INSERT ... ON
+ * CONFLICT over all of them; 1 only if it returned every one.
+ */
+int
+dmstate_leases_take(PGconn *conn, char *const *entities, int n, const char *prefix, const char *owner,
+    int ttl_seconds)
+{
+	char ttl[32];
+	char *sql = NULL;
+	dm_buf names = { 0 };
+	PGresult *res = NULL;
+	int rc = -1;
+
+	snprintf(ttl, sizeof ttl, "%d seconds", ttl_seconds);
+	dm_buf_text_array(&names, entities, n, prefix);
+	const char *q[1] = { dm_buf_cstr(&names) };
+	res = dmpg_exec_params(conn,
+	    "SELECT (SELECT pg_catalog.count(*) FROM dm.lease WHERE entity = ANY ($1::pg_catalog.text[])),"
+	    " (SELECT pg_catalog.count(*) FROM (SELECT 1 FROM dm.lease WHERE entity = ANY ($1::pg_catalog.text[])"
+	    " FOR UPDATE SKIP LOCKED) l)",
+	    1, q);
+	if (res == NULL)
+		goto out;
+	rc = 0;
+	if (strcmp(dmpg_value(res, 0, 0), dmpg_value(res, 0, 1)) != 0)
+		goto out;
+	dmpg_clear(res);
+	const char *p[3] = { dm_buf_cstr(&names), owner, ttl };
+	sql = dm_xasprintf(
+	    "INSERT INTO dm.lease AS l (entity, owner, pid, backend_start, expires)"
+	    " SELECT e.name, $2, %s, pg_catalog.now() + $3::pg_catalog.interval"
+	    " FROM (SELECT DISTINCT pg_catalog.unnest($1::pg_catalog.text[]) AS name) e"
+	    " ON CONFLICT (entity) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid,"
+	    " backend_start = EXCLUDED.backend_start, expires = EXCLUDED.expires"
+	    " WHERE l.owner = EXCLUDED.owner OR l.expires < pg_catalog.now()"
+	    " OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = l.pid"
+	    "   AND (a.backend_start IS NULL OR l.backend_start IS NULL OR a.backend_start = l.backend_start))"
+	    " RETURNING entity", dmstate_me);
+	res = dmpg_exec_params(conn, sql, 3, p);
+	if (res == NULL) {
+		rc = -1;
+		goto out;
+	}
+	/* every distinct name came back: all taken */
+	int got = 1;
+	for (int i = 0; i < n && got; i++) {
+		int found = 0;
+		size_t plen = strlen(prefix);
+		for (int r = 0; r < dmpg_nrows(res) && !found; r++) {
+			const char *v = dmpg_value(res, r, 0);
+			found = strncmp(v, prefix, plen) == 0 && strcmp(v + plen, entities[i]) == 0;
+		}
+		got = found;
+	}
+	rc = got;
+out:
+	dmpg_clear(res);
+	free(sql);
+	dm_buf_free(&names);
+	return rc;
+}
+
+int
+dmstate_leases_release(PGconn *conn, char *const *entities, int n, const char *prefix, const char *owner)
+{
+	dm_buf names = { 0 };
+
+	dm_buf_text_array(&names, entities, n, prefix);
+	const char *p[2] = { dm_buf_cstr(&names), owner };
+	int rc = dmpg_run_params(conn, "DELETE FROM dm.lease WHERE entity = ANY ($1::pg_catalog.text[]) AND owner = $2", 2, p);
+	dm_buf_free(&names);
+	return rc;
+}
+
 int
 dmstate_lease_renew(PGconn *conn, const char *entity, const char *owner, int ttl_seconds)
 {

@@ -24,5 +24,14 @@ int dmstate_lease_take(PGconn *conn, const char *entity, const char *owner, int 
 /* Extends our lease; -1 (message printed) when it is no longer ours. */
 int dmstate_lease_renew(PGconn *conn, const char *entity, const char *owner, int ttl_seconds);
 int dmstate_lease_release(PGconn *conn, const char *entity, const char *owner);
+/*
+ * The same for n leases at once, in two statements whatever n (a run holds
+ * every entity it migrates): take gives 1 when every one is taken (or
+ * already ours), 0 when any is not (nothing said: the caller, having rolled
+ * back, asks lease by lease to learn which and who holds it), -1 error.
+ */
+int dmstate_leases_take(PGconn *conn, char *const *entities, int n, const char *prefix, const char *owner,
+    int ttl_seconds);
+int dmstate_leases_release(PGconn *conn, char *const *entities, int n, const char *prefix, const char *owner);
 
 #endif

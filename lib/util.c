@@ -307,6 +307,23 @@ dm_buf_puts(dm_buf *b, const char *s)
 }
 
 void
+dm_buf_text_array(dm_buf *b, char *const *items, int n, const char *prefix)
+{
+	dm_buf_putc(b, '{');
+	for (int i = 0; i < n; i++) {
+		dm_buf_puts(b, i ? ",\"" : "\"");
+		for (int part = 0; part < 2; part++)
+			for (const char *q = part ? items[i] : prefix; *q; q++) {
+				if (*q == '"' || *q == '\\')
+					dm_buf_putc(b, '\\');
+				dm_buf_putc(b, *q);
+			}
+		dm_buf_putc(b, '"');
+	}
+	dm_buf_putc(b, '}');
+}
+
+void
 dm_buf_printf(dm_buf *b, const char *fmt, ...)
 {
 	va_list ap;
