@@ -14,7 +14,7 @@
 
 static const char usage_text[] =
     "usage: dm-entities (--source CONNINFO | --source-env VAR) (--dest CONNINFO | --dest-env VAR)\n"
-    "                   [-c SPEC] [--follow] [-q] [-v] [ENTITY...]\n"
+    "                   [-c SPEC] [--follow | --estimates] [-q] [-v] [ENTITY...]\n"
     "\n"
     "Prints the entities to migrate in load order, one per line, tab-separated:\n"
     "LEVEL ENTITY TABLE KEYCOLS CHANGECOL GROUP COLUMNS PARENTS. Lines starting with #\n"
@@ -22,12 +22,17 @@ static const char usage_text[] =
     "entities are the spec's, checked against both catalogs first (the preflight);\n"
     "TABLE is then the destination table and COLUMNS is -. With --follow, one line\n"
     "per entity, ENTITY SOURCE HOW: its source table (- for a query) and how\n"
-    "dm-migrate follow keeps it in step, keys (by logical decoding) or full: WHY.\n";
+    "dm-migrate follow keeps it in step, keys (by logical decoding) or full: WHY.\n"
+    "--estimates adds two fields to each entity line, the planner's row estimates\n"
+    "(pg_class.reltuples) of its table in the source and in the destination; -1:\n"
+    "never analyzed, or no table to ask (a spec query); and a first comment line,\n"
+    "\"# connections free: source N, destination M\", the sessions each server\n"
+    "still accepts.\n";
 
 static void
 usage(void)
 {
-	fputs("usage: dm-entities (--source CONNINFO | --source-env VAR) (--dest CONNINFO | --dest-env VAR) [ENTITY...]\n", stderr);
+	fputs("usage: dm-entities (--source CONNINFO | --source-env VAR) (--dest CONNINFO | --dest-env VAR) [-c SPEC] [--follow | --estimates] [ENTITY...]\n", stderr);
 	exit(DM_EXIT_USAGE);
 }
 
@@ -44,6 +49,8 @@ typedef struct entity {
 	/* what the output line says of it */
 	char *out_table, *out_keys, *out_change, *out_cols;
 	char *out_source, *out_follow;	/* --follow: the source table, and how it is followed */
+	char *src_schema, *src_name;	/* the source table; NULL for a spec query */
+	long long est_src, est_dst;	/* --estimates: pg_class.reltuples, -1 unknown */
 } entity;
 
 typedef struct graph {
@@ -183,7 +190,8 @@ follow_how(PGconn *src, const dmpg_table *t, char **keycols, size_t nkey)
  * destination is an entity. Returns the number of problems found, or -1.
  */
 static int
-discover_tables(PGconn *src, PGconn *dst, graph *g, char **wanted, int nwanted, int *wanted_seen, dm_buf *notes)
+discover_tables(PGconn *src, PGconn *dst, graph *g, char **wanted, int nwanted, int *wanted_seen, dm_buf *notes,
+    int follow)
 {
 	int errors = 0;
 
@@ -260,6 +268,8 @@ discover_tables(PGconn *src, PGconn *dst, graph *g, char **wanted, int nwanted, 
 		e->name = dm_xstrdup(name);
 		e->qualified = q;
 		e->index = -1;
+		e->src_schema = dm_xstrdup(schema);
+		e->src_name = dm_xstrdup(name);
 	}
 	dmpg_clear(res);
 	dmpg_clear(dtabs);
@@ -318,13 +328,16 @@ discover_tables(PGconn *src, PGconn *dst, graph *g, char **wanted, int nwanted, 
 		e->out_keys = dm_xstrdup(dm_buf_cstr(&kb));
 		e->out_cols = dm_xstrdup(dm_buf_cstr(&cb));
 		e->out_source = dm_xstrdup(e->qualified);
-		char *keys[64];
-		size_t nk = e->src.nkey < 64 ? e->src.nkey : 64;
-		for (size_t k = 0; k < nk; k++)
-			keys[k] = e->src.cols[e->src.key[k]].name;
-		e->out_follow = follow_how(src, &e->src, keys, nk);
-		if (e->out_follow == NULL)
-			errors++;
+		/* a query per table: only for --follow, which prints it */
+		if (follow) {
+			char *keys[64];
+			size_t nk = e->src.nkey < 64 ? e->src.nkey : 64;
+			for (size_t k = 0; k < nk; k++)
+				keys[k] = e->src.cols[e->src.key[k]].name;
+			e->out_follow = follow_how(src, &e->src, keys, nk);
+			if (e->out_follow == NULL)
+				errors++;
+		}
 		dm_buf_free(&kb);
 		dm_buf_free(&cb);
 		dmpg_table_free(&dt);
@@ -340,7 +353,8 @@ discover_tables(PGconn *src, PGconn *dst, graph *g, char **wanted, int nwanted, 
  * problems found.
  */
 static int
-discover_spec(PGconn *src, PGconn *dst, const dmspec *sp, graph *g, char **wanted, int nwanted, int *wanted_seen)
+discover_spec(PGconn *src, PGconn *dst, const dmspec *sp, graph *g, char **wanted, int nwanted, int *wanted_seen,
+    int follow)
 {
 	int errors = 0;
 
@@ -379,14 +393,18 @@ discover_spec(PGconn *src, PGconn *dst, const dmspec *sp, graph *g, char **wante
 			e->out_source = dm_xstrdup("-");
 			e->out_follow = dm_xstrdup("full: its source is a query");
 		} else {
-			char *keys[64];
-			size_t nk = m.nkey < 64 ? m.nkey : 64;
-			for (size_t k = 0; k < nk; k++)
-				keys[k] = m.key_names[k] + strlen(DMMAP_LEGACY_PREFIX);
+			e->src_schema = dm_xstrdup(m.src.schema);
+			e->src_name = dm_xstrdup(m.src.name);
 			e->out_source = dm_qualify(m.src.schema, m.src.name);
-			e->out_follow = follow_how(src, &m.src, keys, nk);
-			if (e->out_follow == NULL)
-				errors++;
+			if (follow) {
+				char *keys[64];
+				size_t nk = m.nkey < 64 ? m.nkey : 64;
+				for (size_t k = 0; k < nk; k++)
+					keys[k] = m.key_names[k] + strlen(DMMAP_LEGACY_PREFIX);
+				e->out_follow = follow_how(src, &m.src, keys, nk);
+				if (e->out_follow == NULL)
+					errors++;
+			}
 		}
 		dmmap_free(&m);
 	}
@@ -396,6 +414,61 @@ discover_spec(PGconn *src, PGconn *dst, const dmspec *sp, graph *g, char **wante
 			errors++;
 		}
 	return errors;
+}
+
+/*
+ * --estimates: the planner's row estimate of every entity's table on one
+ * side (dst: the destination's table, else the source's) from one catalog
+ * query, not one per entity. Unknown is -1. Returns 0, or -1 (logged).
+ */
+static int
+read_estimates(PGconn *conn, graph *g, int dst)
+{
+	PGresult *res = dmpg_exec(conn,
+	    "SELECT n.nspname, c.relname,"
+	    " CASE WHEN c.reltuples < 0 THEN -1 ELSE pg_catalog.round(c.reltuples)::pg_catalog.int8 END::pg_catalog.text"
+	    " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+	    " WHERE c.relkind IN ('r', 'p', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')");
+	if (res == NULL)
+		return -1;
+	for (size_t i = 0; i < g->n; i++) {
+		entity *e = &g->e[i];
+		const char *schema = dst ? e->schema : e->src_schema, *name = dst ? e->name : e->src_name;
+		long long *est = dst ? &e->est_dst : &e->est_src;
+		*est = -1;
+		for (int r = 0; schema != NULL && name != NULL && r < dmpg_nrows(res); r++) {
+			if (strcmp(dmpg_value(res, r, 0), schema) != 0 || strcmp(dmpg_value(res, r, 1), name) != 0)
+				continue;
+			char *end;
+			long long v = strtoll(dmpg_value(res, r, 2), &end, 10);
+			*est = *end == '\0' && v >= 0 ? v : -1;
+			break;
+		}
+	}
+	dmpg_clear(res);
+	return 0;
+}
+
+/*
+ * --estimates: how many more connections the server accepts, for a caller
+ * choosing how many pipelines to run at once: max_connections less the
+ * reserved slots and the client sessions open now (ours included). -1 when
+ * the query fails (logged); a caller then assumes nothing.
+ */
+static long long
+free_connections(PGconn *conn)
+{
+	PGresult *res = dmpg_exec(conn,
+	    "SELECT (pg_catalog.current_setting('max_connections')::pg_catalog.int4"
+	    " - pg_catalog.current_setting('superuser_reserved_connections')::pg_catalog.int4"
+	    " - COALESCE(pg_catalog.current_setting('reserved_connections', true)::pg_catalog.int4, 0)"
+	    " - (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = 'client backend'))::pg_catalog.text");
+	if (res == NULL)
+		return -1;
+	char *end;
+	long long v = strtoll(dmpg_value(res, 0, 0), &end, 10);
+	dmpg_clear(res);
+	return *end == '\0' ? v : -1;
 }
 
 int
@@ -414,8 +487,8 @@ main(int argc, char **argv)
 	dm_prog = "dm-entities";
 	if (argc > 1)
 		dm_std_option(argv[1], usage_text);
-	enum { O_SRC = 256, O_SRCENV, O_DST, O_DSTENV, O_FOLLOW };
-	int follow = 0;
+	enum { O_SRC = 256, O_SRCENV, O_DST, O_DSTENV, O_FOLLOW, O_EST };
+	int follow = 0, estimates = 0;
 	const char *spec_path = NULL;
 	dmspec spec = { 0 };
 	static const struct option opts[] = {
@@ -425,6 +498,7 @@ main(int argc, char **argv)
 		{ "dest-env", required_argument, NULL, O_DSTENV },
 		{ "spec", required_argument, NULL, 'c' },
 		{ "follow", no_argument, NULL, O_FOLLOW },
+		{ "estimates", no_argument, NULL, O_EST },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -438,6 +512,7 @@ main(int argc, char **argv)
 		case O_DSTENV: dst_env = optarg; break;
 		case 'c': spec_path = optarg; break;
 		case O_FOLLOW: follow = 1; break;
+		case O_EST: estimates = 1; break;
 		case 'h': dm_std_option("--help", usage_text); break;
 		case 'V': dm_std_option("--version", usage_text); break;
 		case 'q': dm_verbosity = 0; break;
@@ -445,6 +520,8 @@ main(int argc, char **argv)
 		default: usage();
 		}
 	}
+	if (follow && estimates)
+		usage();
 	const char *sci = dm_conninfo(src_ci, src_env);
 	if (sci == NULL)
 		return DM_EXIT_USAGE;
@@ -469,9 +546,9 @@ main(int argc, char **argv)
 		goto out;
 
 	if (spec_path != NULL)
-		errors = discover_spec(src, dst, &spec, &g, wanted, nwanted, wanted_seen);
+		errors = discover_spec(src, dst, &spec, &g, wanted, nwanted, wanted_seen, follow);
 	else
-		errors = discover_tables(src, dst, &g, wanted, nwanted, wanted_seen, &notes);
+		errors = discover_tables(src, dst, &g, wanted, nwanted, wanted_seen, &notes, follow);
 	if (errors < 0)
 		goto out;
 
@@ -545,6 +622,13 @@ main(int argc, char **argv)
 		goto out;
 	}
 
+	if (estimates && (read_estimates(src, &g, 0) < 0 || read_estimates(dst, &g, 1) < 0))
+		goto out;
+	long long src_free = estimates ? free_connections(src) : -1;
+	long long dst_free = estimates ? free_connections(dst) : -1;
+	if (estimates && (src_free == -1 || dst_free == -1))
+		goto out;
+
 	g.stack = dm_xcalloc(g.n + 1, sizeof *g.stack);
 	g.scc_size = dm_xcalloc(g.n + 1, sizeof *g.scc_size);
 	g.scc_level = dm_xcalloc(g.n + 1, sizeof *g.scc_level);
@@ -556,6 +640,8 @@ main(int argc, char **argv)
 		order[i] = i;
 	sort_order(order, g.n, &g);
 
+	if (estimates)
+		printf("# connections free: source %lld, destination %lld\n", src_free, dst_free);
 	fputs(notes.len ? dm_buf_cstr(&notes) : "", stdout);
 	group_no = dm_xcalloc((size_t)g.nscc + 1, sizeof *group_no);
 	int ngroups = 0;
@@ -598,6 +684,8 @@ main(int argc, char **argv)
 		}
 		if (first)
 			putchar('-');
+		if (estimates)
+			printf("\t%lld\t%lld", e->est_src, e->est_dst);
 		putchar('\n');
 	}
 	if (!follow)
@@ -622,6 +710,8 @@ out:
 		free(g.e[i].out_cols);
 		free(g.e[i].out_source);
 		free(g.e[i].out_follow);
+		free(g.e[i].src_schema);
+		free(g.e[i].src_name);
 		dmpg_table_free(&g.e[i].src);
 	}
 	free(g.e);
