@@ -171,6 +171,51 @@ all_logfmt() {
     dm_all_tables_equal par_src par_dst
 }
 
+@test "run -j: an entity starts once its parents are done, the largest ready one first; the default -j is the processors" {
+    pair sched
+    # Row estimates for the planner, so that the sizes are known.
+    dm_psql sched_src "ANALYZE"
+    run -0 --separate-stderr dm-migrate --log-format logfmt -j 3 run
+    local log=$stderr e group parents p start fin largest n
+    local -A first=()
+    # (from dm-entities: ENTITY, GROUP, PARENTS and the source's row estimate; the
+    # members of a foreign-key cycle start together, under the first one's name)
+    local plan
+    plan=$(dm-entities --source-env DM_SOURCE --dest-env DM_DEST --estimates | grep -v '^#' | cut -f 2,6,8,9)
+    while IFS=$'\t' read -r e group parents _; do
+        [[ "$group" == cycle* && -z "${first[$group]:-}" ]] && first[$group]=$e
+        [[ "$group" == cycle* ]] && e=${first[$group]}
+        start=$(grep -n " entity=$e event=entity_start " <<<"$log" | cut -d: -f1)
+        [[ -n "$start" ]] || { echo "no entity_start for $e; replay: bats tests/dm-migrate.bats -f 'largest ready'" >&2; return 1; }
+        [[ "$parents" == - ]] && continue
+        for p in ${parents//,/ }; do
+            fin=$(grep -n " entity=$p event=entity_done " <<<"$log" | cut -d: -f1)
+            if [[ -z "$fin" ]] || ((fin > start)); then
+                echo "$e (line $start) started before its parent $p was done (line ${fin:-none}); replay: bats tests/dm-migrate.bats -f 'largest ready'" >&2
+                return 1
+            fi
+        done
+    done <<<"$plan"
+    # The first three started (-j 3: a fourth waits for one of them to end) include the
+    # largest of the entities without parents.
+    largest=$(awk -F'\t' '$2 == "-" && $3 == "-" && $4 > n { n = $4; e = $1 } END { print e }' <<<"$plan")
+    [[ -n "$largest" ]]
+    grep ' event=entity_start ' <<<"$log" | head -n 3 | grep -q " entity=$largest " ||
+        { echo "the largest entity without parents, $largest, was not among the first three started:" >&2
+          grep ' event=entity_start ' <<<"$log" | head -n 3 >&2; return 1; }
+    dm_all_tables_equal sched_src sched_dst
+    # Without -j: as many at once as processors (no more than the 22 entities; the test
+    # cluster's 50 connections bound it to about 14).
+    run -0 --separate-stderr dm-migrate --log-format logfmt run
+    n=$(grep -o ' event=run_start .*' <<<"$stderr" | grep -o 'jobs=[0-9]*')
+    n=${n#jobs=}
+    if (($(nproc) <= 8)); then
+        assert_equal "$n" "$(nproc)"
+    else
+        ((n >= 8 && n <= $(nproc)))
+    fi
+}
+
 @test "run --delete: updates, inserts and deletes in the source reach the destination" {
     migrated_pair chg
     dm_psql chg_src <<'SQL'
