@@ -407,6 +407,7 @@ handle_post_run(struct MHD_Connection *c, struct req *rq)
 		free(msg);
 		return r;
 	}
+	serve_events_watch(id);
 	json_t *run = serve_run_get(id);
 	char *loc = dm_xasprintf("/v1/runs/%s", id);
 	enum MHD_Result r = reply_json(c, 202, run ? run : json_pack("{s:s,s:s}", "id", id, "state", "running"), loc);

@@ -32,6 +32,8 @@ static pthread_cond_t ev_cond = PTHREAD_COND_INITIALIZER;
 static char *ring[RING];	/* "id: N\nevent: E\ndata: {...}\n\n" */
 static unsigned long long ring_next = 1;	/* the id of the next event */
 static struct tailed tailed[TAILED];
+static char *watch_queue[TAILED];	/* runs started here, not yet followed */
+static int watch_queued;
 static int sse_clients;
 static volatile int ev_stop;
 static pthread_t ev_thread;
@@ -106,6 +108,40 @@ ev_check_state(struct tailed *t)
 	json_decref(run);
 }
 
+/* Follows run_id from now on (if not already), even one that ended. Under ev_mutex. */
+static void
+ev_track(const char *run_id)
+{
+	int freeslot = -1;
+
+	for (int i = 0; i < TAILED; i++) {
+		if (tailed[i].id != NULL && strcmp(tailed[i].id, run_id) == 0)
+			return;
+		if (tailed[i].id == NULL && freeslot < 0)
+			freeslot = i;
+	}
+	if (freeslot < 0)
+		return;
+	tailed[freeslot].id = dm_xstrdup(run_id);
+	tailed[freeslot].offset = 0;
+	tailed[freeslot].progress = json_object();
+	tailed[freeslot].done = 0;
+}
+
+/*
+ * A run this server started is followed from its start: found only among the
+ * active runs a tick later, a run that ended within the tick would have no
+ * events at all. Copies run_id.
+ */
+void
+serve_events_watch(const char *run_id)
+{
+	pthread_mutex_lock(&ev_mutex);
+	if (watch_queued < TAILED)
+		watch_queue[watch_queued++] = dm_xstrdup(run_id);
+	pthread_mutex_unlock(&ev_mutex);
+}
+
 static void *
 ev_main(void *arg)
 {
@@ -113,25 +149,19 @@ ev_main(void *arg)
 	int tick = 0;
 	while (!ev_stop) {
 		serve_run_reap();
-		/* New runs (started here, or by a server before this one). */
-		char **active = serve_run_active();
-		for (char **a = active; *a != NULL; a++) {
-			int known = 0, freeslot = -1;
-			for (int i = 0; i < TAILED; i++) {
-				if (tailed[i].id != NULL && strcmp(tailed[i].id, *a) == 0)
-					known = 1;
-				else if (tailed[i].id == NULL && freeslot < 0)
-					freeslot = i;
-			}
-			if (!known && freeslot >= 0) {
-				pthread_mutex_lock(&ev_mutex);
-				tailed[freeslot].id = dm_xstrdup(*a);
-				tailed[freeslot].offset = 0;
-				tailed[freeslot].progress = json_object();
-				tailed[freeslot].done = 0;
-				pthread_mutex_unlock(&ev_mutex);
-			}
+		/* New runs: started here, or by a server before this one. */
+		pthread_mutex_lock(&ev_mutex);
+		for (int q = 0; q < watch_queued; q++) {
+			ev_track(watch_queue[q]);
+			free(watch_queue[q]);
 		}
+		watch_queued = 0;
+		pthread_mutex_unlock(&ev_mutex);
+		char **active = serve_run_active();
+		pthread_mutex_lock(&ev_mutex);
+		for (char **a = active; *a != NULL; a++)
+			ev_track(*a);
+		pthread_mutex_unlock(&ev_mutex);
 		serve_strv_free(active);
 		for (int i = 0; i < TAILED; i++) {
 			struct tailed *t = &tailed[i];
@@ -176,6 +206,9 @@ serve_events_stop(void)
 	pthread_cond_broadcast(&ev_cond);
 	pthread_mutex_unlock(&ev_mutex);
 	pthread_join(ev_thread, NULL);
+	for (int q = 0; q < watch_queued; q++)
+		free(watch_queue[q]);
+	watch_queued = 0;
 }
 
 json_t *

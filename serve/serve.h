@@ -69,6 +69,7 @@ char *serve_run_path(const char *run_id, const char *file);
 
 int serve_events_start(void);
 void serve_events_stop(void);
+void serve_events_watch(const char *run_id);
 /* One logfmt line (key=value, "quoted value") as a JSON object: integers as numbers. New reference. */
 json_t *serve_logfmt_parse(const char *line);
 /* The latest progress event of each entity of a run, as {entity: {...}}; new reference. */

@@ -458,6 +458,7 @@ for l in lines:
     if l.startswith("event: "): kind = l[7:]
     if l.startswith("data: "): events.append((kind, json.loads(l[6:])))
 logs = [e["event"] for k, e in events if k == "log" and e.get("run") == sys.argv[2]]
+if not logs: print("no log event of run %s; the stream:\n%s" % (sys.argv[2], open(sys.argv[1]).read()[-3000:]))
 assert logs[0] == "run_start" and logs[-1] == "run_done", logs
 assert logs.count("entity_done") == 2, logs
 states = [e["state"] for k, e in events if k == "run" and e.get("id") == sys.argv[2]]
