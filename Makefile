@@ -140,8 +140,10 @@ demo-copy: all
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/demo-copy
 
 # The benchmark against raw COPY, pgcopydb, pgloader and pg_comparator (docs/benchmarks.md).
+# make bench SCALE=10: 35 million rows, about 4 GB per side (not in CI); add
+# BENCH_ARGS="--baseline DIR" (the results of a scale-1 run) for the growth from there.
 bench: all
-	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench $(BENCH_ARGS)
+	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench $(if $(SCALE),--scale $(SCALE)) $(BENCH_ARGS)
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench-driver
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench-serve
 	@scripts/bench-follow $(BENCH_FOLLOW_ARGS)
