@@ -467,8 +467,9 @@ free_connections(PGconn *conn)
 		return -1;
 	char *end;
 	long long v = strtoll(dmpg_value(res, 0, 0), &end, 10);
+	int whole = *end == '\0';	/* end points into res: read before the clear */
 	dmpg_clear(res);
-	return *end == '\0' ? v : -1;
+	return whole ? v : -1;
 }
 
 int
