@@ -64,7 +64,7 @@ build/libdm.a: $(LIB_OBJ)
 	$(AR) rcs $@ $(LIB_OBJ)
 
 bin/dm-extract: build/extract/dm-extract.o build/libdm.a
-bin/dm-entities: build/extract/dm-entities.o build/libdm.a
+bin/dm-entities: build/extract/dm-entities.o build/extract/split.o build/libdm.a
 DECODE_OBJ = build/extract/dm-decode.o build/extract/follow.o build/extract/pgoutput.o
 bin/dm-decode: $(DECODE_OBJ) build/libdm.a
 bin/dm-diff: build/diff/dm-diff.o build/libdm.a

@@ -23,7 +23,8 @@ static const char usage_text[] =
     "  show ENTITY          every field of one checkpoint, as name=value lines\n"
     "  watermark ENTITY     the watermark alone (nothing when there is none)\n"
     "  set ENTITY VALUE     set the watermark: the next incremental run reads from VALUE\n"
-    "  reset [ENTITY]       forget the checkpoint (all when no ENTITY): next run is full\n"
+    "  reset [ENTITY]       forget the checkpoint (all when no ENTITY): next run is full;\n"
+    "                       also the entity's key ranges and their checkpoints\n"
     "  runs [ENTITY]        recent runs: RUN_ID ENTITY STARTED FINISHED OUTCOME\n"
     "                       INSERTED UPDATED DELETED UNCHANGED\n"
     "  status [ENTITY...]   per entity its checkpoint and last run, and the loads in\n"
@@ -445,10 +446,13 @@ main(int argc, char **argv)
 		    " complete = true, run_id = EXCLUDED.run_id, updated_at = pg_catalog.now()", 2, p2) < 0)
 			goto out;
 	} else if (strcmp(cmd, "reset") == 0) {
+		/* the checkpoints of its key ranges (ENTITY#I/N) and the ranges themselves go too */
 		if (arg1 != NULL)
-			res = dmpg_exec_params(conn, "DELETE FROM dm.checkpoint WHERE entity = $1", 1, p1);
+			res = dmpg_exec_params(conn, "WITH p AS (DELETE FROM dm.partition WHERE entity = $1)"
+			    " DELETE FROM dm.checkpoint WHERE entity = $1"
+			    " OR pg_catalog.left(entity, pg_catalog.length($1) + 1) = $1 || '#'", 1, p1);
 		else
-			res = dmpg_exec(conn, "DELETE FROM dm.checkpoint");
+			res = dmpg_exec(conn, "WITH p AS (DELETE FROM dm.partition) DELETE FROM dm.checkpoint");
 		if (res == NULL)
 			goto out;
 		dm_info("%s checkpoint(s) reset", dmpg_cmd_tuples(res));

@@ -115,6 +115,13 @@ print_header(FILE *out, const dms_header *h)
 	json_cstr_or_null(out, h->since);
 	fputs(",\"change_column\":", out);
 	json_cstr_or_null(out, h->change_column);
+	if (h->ranged) {
+		fputs(",\"key_range\":[", out);
+		json_cstr_or_null(out, h->key_from);
+		putc(',', out);
+		json_cstr_or_null(out, h->key_before);
+		putc(']', out);
+	}
 	fputs("}\n", out);
 }
 

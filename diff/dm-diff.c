@@ -75,6 +75,13 @@ open_input(const char *path, const char **name)
 	return fp;
 }
 
+/* Equal strings, or both NULL. */
+static int
+same_str(const char *a, const char *b)
+{
+	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
 /* Both sides must describe the same row, or their hashes mean different things. */
 static int
 same_shape(const dms_header *a, const dms_header *b)
@@ -96,6 +103,14 @@ same_shape(const dms_header *a, const dms_header *b)
 	}
 	if (a->nkey != b->nkey || memcmp(a->key, b->key, a->nkey * sizeof *a->key) != 0) {
 		dm_err("column mismatch: the two streams have different keys");
+		return 0;
+	}
+	/* a key outside one side's range is not missing from it: it was not read */
+	if (a->ranged != b->ranged || (a->ranged && (!same_str(a->key_from, b->key_from) ||
+	    !same_str(a->key_before, b->key_before)))) {
+		dm_err("key range mismatch: the source stream holds %s, the destination %s: read both with the same"
+		    " --key-from and --key-before", a->ranged ? "a range of the keys" : "every key",
+		    b->ranged ? "a range of the keys" : "every key");
 		return 0;
 	}
 	for (size_t i = 0; i < a->nkey; i++)

@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "mapping.h"
 #include "pg.h"
+#include "split.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -14,7 +15,8 @@
 
 static const char usage_text[] =
     "usage: dm-entities (--source CONNINFO | --source-env VAR) (--dest CONNINFO | --dest-env VAR)\n"
-    "                   [-c SPEC] [--follow | --estimates] [-q] [-v] [ENTITY...]\n"
+    "                   [-c SPEC] [--follow | --estimates] [--split N | --split-rows ROWS [--split-max N]]\n"
+    "                   [-q] [-v] [ENTITY...]\n"
     "\n"
     "Prints the entities to migrate in load order, one per line, tab-separated:\n"
     "LEVEL ENTITY TABLE KEYCOLS CHANGECOL GROUP COLUMNS PARENTS. Lines starting with #\n"
@@ -27,12 +29,26 @@ static const char usage_text[] =
     "(pg_class.reltuples) of its table in the source and in the destination; -1:\n"
     "never analyzed, or no table to ask (a spec query); and a first comment line,\n"
     "\"# connections free: source N, destination M\", the sessions each server\n"
-    "still accepts.\n";
+    "still accepts.\n"
+    "\n"
+    "Key ranges, so that several pipelines or machines share one table: after the\n"
+    "entities, a line \"range ENTITY I N FROM BEFORE\" for each range I of N of a split\n"
+    "entity (a bound is - when open, else = and the value, COPY-escaped), read with\n"
+    "dm-extract --key-from FROM --key-before BEFORE. Ranges are made once, from the\n"
+    "source's statistics of the key's first column, and kept in the destination's\n"
+    "dm.partition: every later call prints the same (dm-ckpt reset ENTITY forgets\n"
+    "them). A table in a foreign-key cycle or that references itself is never split.\n"
+    "  --split N          split the ENTITY... named into N ranges (1 to 1024), or\n"
+    "                     print their ranges: another N is an error\n"
+    "  --split-rows ROWS  print the ranges of every entity split before, and split\n"
+    "                     each table of at least ROWS rows (the source's estimate)\n"
+    "                     whose destination holds rows already, into one range per\n"
+    "                     ROWS, at most --split-max (default 4); 0: split no more\n";
 
 static void
 usage(void)
 {
-	fputs("usage: dm-entities (--source CONNINFO | --source-env VAR) (--dest CONNINFO | --dest-env VAR) [-c SPEC] [--follow | --estimates] [ENTITY...]\n", stderr);
+	fputs("usage: dm-entities (--source CONNINFO | --source-env VAR) (--dest CONNINFO | --dest-env VAR) [-c SPEC] [--follow | --estimates] [--split N | --split-rows ROWS [--split-max N]] [ENTITY...]\n", stderr);
 	exit(DM_EXIT_USAGE);
 }
 
@@ -51,6 +67,7 @@ typedef struct entity {
 	char *out_source, *out_follow;	/* --follow: the source table, and how it is followed */
 	char *src_schema, *src_name;	/* the source table; NULL for a spec query */
 	long long est_src, est_dst;	/* --estimates: pg_class.reltuples, -1 unknown */
+	char *split_col, *split_type;	/* the first column of its key in the source, and its type */
 } entity;
 
 typedef struct graph {
@@ -389,6 +406,12 @@ discover_spec(PGconn *src, PGconn *dst, const dmspec *sp, graph *g, char **wante
 		dm_buf_free(&kb);
 		e->out_change = dm_xstrdup(m.change_src >= 0 ? m.src.cols[m.change_src].name : "-");
 		e->out_cols = dm_xstrdup("-");
+		{
+			const char *kn = m.key_names[0] + strlen(DMMAP_LEGACY_PREFIX);
+			int at = dmpg_table_column(&m.src, kn);
+			e->split_col = dm_xstrdup(kn);
+			e->split_type = dm_xstrdup(at >= 0 ? m.src.cols[at].type : "pg_catalog.text");
+		}
 		if (se->query != NULL) {
 			e->out_source = dm_xstrdup("-");
 			e->out_follow = dm_xstrdup("full: its source is a query");
@@ -488,8 +511,10 @@ main(int argc, char **argv)
 	dm_prog = "dm-entities";
 	if (argc > 1)
 		dm_std_option(argv[1], usage_text);
-	enum { O_SRC = 256, O_SRCENV, O_DST, O_DSTENV, O_FOLLOW, O_EST };
+	enum { O_SRC = 256, O_SRCENV, O_DST, O_DSTENV, O_FOLLOW, O_EST, O_SPLIT, O_SPLITROWS, O_SPLITMAX };
 	int follow = 0, estimates = 0;
+	uint64_t split_n = 0, split_rows = 0, split_max = 4;
+	int splitting = 0;
 	const char *spec_path = NULL;
 	dmspec spec = { 0 };
 	static const struct option opts[] = {
@@ -500,6 +525,9 @@ main(int argc, char **argv)
 		{ "spec", required_argument, NULL, 'c' },
 		{ "follow", no_argument, NULL, O_FOLLOW },
 		{ "estimates", no_argument, NULL, O_EST },
+		{ "split", required_argument, NULL, O_SPLIT },
+		{ "split-rows", required_argument, NULL, O_SPLITROWS },
+		{ "split-max", required_argument, NULL, O_SPLITMAX },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -514,6 +542,20 @@ main(int argc, char **argv)
 		case 'c': spec_path = optarg; break;
 		case O_FOLLOW: follow = 1; break;
 		case O_EST: estimates = 1; break;
+		case O_SPLIT:
+		case O_SPLITROWS:
+		case O_SPLITMAX: {
+			uint64_t v;
+			if (dm_parse_u64(optarg, &v) < 0 || (ch != O_SPLITROWS && (v < 1 || v > 1024)) ||
+			    (ch == O_SPLITROWS && v > 0 && v < 1000)) {
+				dm_err("%s: expected %s", optarg, ch == O_SPLITROWS ? "a number of rows: 0, or 1000 or more" :
+				    "a number of ranges from 1 to 1024");
+				return DM_EXIT_USAGE;
+			}
+			*(ch == O_SPLIT ? &split_n : ch == O_SPLITROWS ? &split_rows : &split_max) = v;
+			splitting = 1;
+			break;
+		}
 		case 'h': dm_std_option("--help", usage_text); break;
 		case 'V': dm_std_option("--version", usage_text); break;
 		case 'q': dm_verbosity = 0; break;
@@ -521,8 +563,12 @@ main(int argc, char **argv)
 		default: usage();
 		}
 	}
-	if (follow && estimates)
+	if (follow && (estimates || splitting))
 		usage();
+	if (split_n != 0 && optind == argc) {
+		dm_err("--split N: name the entities to split");
+		return DM_EXIT_USAGE;
+	}
 	const char *sci = dm_conninfo(src_ci, src_env);
 	if (sci == NULL)
 		return DM_EXIT_USAGE;
@@ -623,7 +669,7 @@ main(int argc, char **argv)
 		goto out;
 	}
 
-	if (estimates && (read_estimates(src, &g, 0) < 0 || read_estimates(dst, &g, 1) < 0))
+	if ((estimates || splitting) && (read_estimates(src, &g, 0) < 0 || read_estimates(dst, &g, 1) < 0))
 		goto out;
 	long long src_free = estimates ? free_connections(src) : -1;
 	long long dst_free = estimates ? free_connections(dst) : -1;
@@ -691,8 +737,48 @@ main(int argc, char **argv)
 	}
 	if (!follow)
 		fputs(fknotes.len ? dm_buf_cstr(&fknotes) : "", stdout);
+	/* which entities were split before: the others cost no round trip unless they must be split now */
+	if (splitting) {
+		dmpg_clear(res);
+		res = dmpg_exec(dst, "SELECT pg_catalog.to_regclass('dm.partition') IS NOT NULL");
+		if (res == NULL)
+			goto out;
+		int have = dmpg_value(res, 0, 0)[0] == 't';
+		dmpg_clear(res);
+		res = have ? dmpg_exec(dst, "SELECT DISTINCT entity FROM dm.partition") : NULL;
+		if (have && res == NULL)
+			goto out;
+	}
 	dmpg_commit(src);
 	dmpg_commit(dst);
+	for (size_t i = 0; i < g.n && splitting; i++) {
+		entity *e = &g.e[order[i]];
+		int stored = 0;
+		for (int k = 0; res != NULL && k < dmpg_nrows(res); k++)
+			stored |= strcmp(dmpg_value(res, k, 0), e->qualified) == 0;
+		if (!stored && split_n == 0 && (split_rows == 0 || e->est_src < (long long)split_rows || e->est_dst <= 0))
+			continue;
+		dmsplit_req r = { 0 };
+		r.entity = e->qualified;
+		r.schema = e->src_schema;
+		r.table = e->src_name;
+		if (e->split_col != NULL) {
+			r.col = e->split_col;
+			r.type = e->split_type;
+		} else {
+			r.col = e->src.cols[e->src.key[0]].name;
+			r.type = e->src.cols[e->src.key[0]].type;
+		}
+		if (g.scc_size[e->scc] > 1)
+			r.why_not = "it is in a foreign-key cycle, whose tables load together in one transaction";
+		else if (e->self_ref)
+			r.why_not = "it references itself, and loads in one transaction";
+		r.est_src = e->est_src;
+		r.est_dst = e->est_dst;
+		r.parts = (int)split_n;
+		if (dmsplit_entity(src, dst, &r, (long long)split_rows, (int)split_max, stdout) < 0)
+			goto out;
+	}
 	if (dm_close_output(stdout, "standard output") < 0)
 		goto out;
 	rc = DM_EXIT_OK;
@@ -713,6 +799,8 @@ out:
 		free(g.e[i].out_follow);
 		free(g.e[i].src_schema);
 		free(g.e[i].src_name);
+		free(g.e[i].split_col);
+		free(g.e[i].split_type);
 		dmpg_table_free(&g.e[i].src);
 	}
 	free(g.e);

@@ -21,7 +21,8 @@ static const char usage_text[] =
     "usage: dm-extract (--db CONNINFO | --db-env VAR) --table SCHEMA.TABLE [--entity NAME]\n"
     "       dm-extract (--db ... ) -c SPEC --entity NAME (--other C | --other-env VAR) [--side source|dest]\n"
     "                  [--columns COL,...] [--since VALUE [--overlap INTERVAL]]\n"
-    "                  [--change-column COL] [--keys FILE] [--hashes] [--snapshot ID] [-q] [-v]\n"
+    "                  [--change-column COL] [--keys FILE] [--key-from VALUE] [--key-before VALUE]\n"
+    "                  [--hashes] [--snapshot ID] [-q] [-v]\n"
     "\n"
     "Writes the table as a dm row stream (dm-stream(5)) on standard output,\n"
     "ordered by primary key, read in one snapshot.\n"
@@ -36,6 +37,11 @@ static const char usage_text[] =
     "  --change-column COL  the change column (default: updated_at or last_update)\n"
     "  --keys FILE          only the rows whose key is a key of the dm stream FILE\n"
     "                       (- for standard input; any kind; with -c, legacy keys)\n"
+    "  --key-from VALUE     only rows whose first key column is VALUE or after it\n"
+    "  --key-before VALUE   only rows whose first key column is before VALUE (the two\n"
+    "                       make a range of dm-entities --split; text keys compare\n"
+    "                       under the C collation; with -c, the legacy key, in the\n"
+    "                       source's type on both sides)\n"
     "  --hashes             key and row hash only, for the destination side of dm-diff\n"
     "  --snapshot ID        read in a snapshot exported by pg_export_snapshot()\n"
     "  -c, --spec FILE      read spec entity --entity NAME in the destination's shape\n"
@@ -189,6 +195,36 @@ fail:
 	return -1;
 }
 
+/*
+ * --key-from/--key-before: a condition (a new string, or NULL, logged) that
+ * keeps the rows whose first key column, the SQL expression expr, lies in
+ * [from, before); either end may be NULL (open). The values travel in the
+ * settings dm.key_from and dm.key_before, never in the SQL text, and are
+ * compared in the key's own type `type` (format_type's spelling, safe to
+ * splice) so that its index serves; a collatable type compares under the
+ * "C" collation, as dm-entities --split sorted the bounds: the ranges then
+ * tile the keys the same way on both servers, whatever their collations.
+ */
+static char *
+range_cond(PGconn *conn, const char *expr, const char *type, const char *from, const char *before)
+{
+	const char *p[3] = { from ? from : "", before ? before : "", type };
+	PGresult *res = dmpg_exec_params(conn, "SELECT pg_catalog.set_config('dm.key_from', $1, true),"
+	    " pg_catalog.set_config('dm.key_before', $2, true),"
+	    " (SELECT t.typcollation <> 0 FROM pg_catalog.pg_type t WHERE t.oid = $3::pg_catalog.regtype)::pg_catalog.text", 3, p);
+	if (res == NULL)
+		return NULL;
+	const char *coll = strcmp(dmpg_value(res, 0, 2), "true") == 0 ? " COLLATE pg_catalog.\"C\"" : "";
+	dmpg_clear(res);
+	dm_buf b = { 0 };
+	if (from != NULL)
+		dm_buf_printf(&b, "%s >= pg_catalog.current_setting('dm.key_from')::%s%s", expr, type, coll);
+	if (before != NULL)
+		dm_buf_printf(&b, "%s%s < pg_catalog.current_setting('dm.key_before')::%s%s", from ? " AND " : "",
+		    expr, type, coll);
+	return (char *)dm_buf_cstr(&b);
+}
+
 static int
 is_time_type(const char *type)
 {
@@ -318,7 +354,8 @@ fix_uuids(void *arg, dm_value *vals)
  */
 static int
 extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, int dest_side,
-    const char *since, const char *overlap, const char *snapshot, int hashes, dm_buf *keys, size_t keys_width)
+    const char *since, const char *overlap, const char *snapshot, int hashes, dm_buf *keys, size_t keys_width,
+    const char *key_from, const char *key_before)
 {
 	const dmspec_entity *e = dmspec_find(sp, name);
 	PGconn *src = dest_side ? other : conn, *dst = dest_side ? conn : other;
@@ -327,7 +364,7 @@ extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, 
 	dms_writer w;
 	int built = 0, wopen = 0, rc = DM_EXIT_FAIL, have_wm = 0;
 	dm_buf wm = { 0 };
-	char *sql = NULL, *cond = NULL;
+	char *sql = NULL, *cond = NULL, *range = NULL;
 	int *is_bin = NULL;
 	struct uuid_fix fix = { 0 };
 
@@ -375,6 +412,9 @@ extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, 
 		h.key[i] = i;
 	dms_header_classify(&h);
 	h.since = since ? dm_xstrdup(since) : NULL;
+	h.ranged = key_from != NULL || key_before != NULL;
+	h.key_from = key_from ? dm_xstrdup(key_from) : NULL;
+	h.key_before = key_before ? dm_xstrdup(key_before) : NULL;
 	if (!dest_side && m.change_src >= 0)
 		h.change_column = dm_xstrdup(m.src.cols[m.change_src].name);
 	if (since != NULL && m.change_src < 0) {
@@ -398,6 +438,21 @@ extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, 
 			    dm_xasprintf("s.%s >= pg_catalog.current_setting('dm.since')::%s", q, cc->type);
 			free(q);
 		}
+		if (key_from != NULL || key_before != NULL) {
+			const char *kn = m.key_names[0] + strlen(DMMAP_LEGACY_PREFIX);
+			char *kq = dmmap_col_sql(conn, "s", kn);
+			range = range_cond(conn, kq, m.src.cols[dmpg_table_column(&m.src, kn)].type, key_from, key_before);
+			free(kq);
+			if (range == NULL)
+				goto out;
+			if (cond != NULL) {
+				char *both = dm_xasprintf("%s AND %s", cond, range);
+				free(cond);
+				cond = both;
+			} else {
+				cond = dm_xstrdup(range);
+			}
+		}
 		sql = dmmap_source_sql(conn, &m, cond, keys != NULL);
 		if (m.change_src >= 0) {
 			job.nfields = h.ncols + 1;
@@ -418,7 +473,24 @@ extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, 
 		dmpg_clear(res);
 		if (res == NULL)
 			goto out;
-		sql = dmmap_dest_sql(conn, &m, keys != NULL);
+		if (key_from != NULL || key_before != NULL) {
+			/* compared in the source's key type, as the source side is */
+			const char *kn = m.key_names[0] + strlen(DMMAP_LEGACY_PREFIX);
+			const char *type = m.src.cols[dmpg_table_column(&m.src, kn)].type;
+			char *expr;
+			if (m.legacy_dst >= 0) {
+				char *l = dmmap_col_sql(conn, "t", m.dst.cols[m.legacy_dst].name);
+				expr = dm_xasprintf("(%s)::%s", l, type);
+				free(l);
+			} else {
+				expr = dm_xasprintf("(l.legacy_key[1])::%s", type);
+			}
+			range = range_cond(conn, expr, type, key_from, key_before);
+			free(expr);
+			if (range == NULL)
+				goto out;
+		}
+		sql = dmmap_dest_sql(conn, &m, keys != NULL, range);
 		if (!ledger && m.legacy_dst < 0) {
 			/* nothing loaded yet: no ledger, so no row of ours in the destination */
 			free(sql);
@@ -444,6 +516,7 @@ out:
 	free(fix.text);
 	free(sql);
 	free(cond);
+	free(range);
 	free(is_bin);
 	return rc;
 }
@@ -492,7 +565,7 @@ main(int argc, char **argv)
 {
 	const char *db = NULL, *db_env = NULL, *table_arg = NULL, *entity = NULL;
 	const char *since = NULL, *overlap = NULL, *change_opt = NULL, *snapshot = NULL;
-	const char *columns_opt = NULL, *keys_path = NULL;
+	const char *columns_opt = NULL, *keys_path = NULL, *key_from = NULL, *key_before = NULL;
 	dm_buf keys = { 0 };
 	size_t keys_width = 0;
 	int hashes = 0;
@@ -516,7 +589,7 @@ main(int argc, char **argv)
 		dm_std_option(argv[1], usage_text);
 
 	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_SINCE, O_OVERLAP, O_CHANGE, O_HASHES, O_SNAP, O_COLS, O_EXPORT,
-		O_OTHER, O_OTHERENV, O_SIDE, O_KEYS, O_WITHLSN };
+		O_OTHER, O_OTHERENV, O_SIDE, O_KEYS, O_WITHLSN, O_KEYFROM, O_KEYBEFORE };
 	const char *spec_path = NULL, *other_ci = NULL, *other_env = NULL, *side = "source";
 	int export_snapshot = 0, with_lsn = 0;
 	static const struct option opts[] = {
@@ -537,6 +610,8 @@ main(int argc, char **argv)
 		{ "side", required_argument, NULL, O_SIDE },
 		{ "keys", required_argument, NULL, O_KEYS },
 		{ "with-lsn", no_argument, NULL, O_WITHLSN },
+		{ "key-from", required_argument, NULL, O_KEYFROM },
+		{ "key-before", required_argument, NULL, O_KEYBEFORE },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -561,6 +636,8 @@ main(int argc, char **argv)
 		case O_SIDE: side = optarg; break;
 		case O_KEYS: keys_path = optarg; break;
 		case O_WITHLSN: with_lsn = 1; break;
+		case O_KEYFROM: key_from = optarg; break;
+		case O_KEYBEFORE: key_before = optarg; break;
 		case 'h': dm_std_option("--help", usage_text); break;
 		case 'V': dm_std_option("--version", usage_text); break;
 		case 'q': dm_verbosity = 0; break;
@@ -571,7 +648,7 @@ main(int argc, char **argv)
 	if (with_lsn && !export_snapshot)
 		usage();
 	if (export_snapshot) {
-		if (optind != argc || table_arg != NULL || keys_path != NULL)
+		if (optind != argc || table_arg != NULL || keys_path != NULL || key_from != NULL || key_before != NULL)
 			usage();
 		const char *ci = dm_conninfo(db, db_env);
 		dmpg_application_name = "dm-extract snapshot";
@@ -600,7 +677,7 @@ main(int argc, char **argv)
 		if (conn != NULL)
 			other = dmpg_connect(oci, dest_side ? "source" : "destination");
 		rc = conn && other ? extract_mapped(conn, other, &spec, entity, dest_side, since, overlap, snapshot, hashes,
-		    keys_path ? &keys : NULL, keys_width) : DM_EXIT_FAIL;
+		    keys_path ? &keys : NULL, keys_width, key_from, key_before) : DM_EXIT_FAIL;
 		goto out;
 	}
 	if (optind != argc || table_arg == NULL)
@@ -680,6 +757,9 @@ main(int argc, char **argv)
 	dms_header_classify(&h);
 	h.since = since ? dm_xstrdup(since) : NULL;
 	h.change_column = change >= 0 ? dm_xstrdup(t.cols[change].name) : NULL;
+	h.ranged = key_from != NULL || key_before != NULL;
+	h.key_from = key_from ? dm_xstrdup(key_from) : NULL;
+	h.key_before = key_before ? dm_xstrdup(key_before) : NULL;
 
 	/* Build the query; identifiers are quoted by libpq, the --since value travels as a parameter. */
 	dm_buf_puts(&sql, "SELECT ");
@@ -703,6 +783,17 @@ main(int argc, char **argv)
 			dm_buf_printf(&sql, " WHERE %s >= pg_catalog.current_setting('dm.since')::%s", q, type);
 		free(q);
 	}
+	int where = since != NULL;
+	if (key_from != NULL || key_before != NULL) {
+		char *q = dmpg_ident(conn, t.cols[t.key[0]].name);
+		char *range = range_cond(conn, q, t.cols[t.key[0]].type, key_from, key_before);
+		free(q);
+		if (range == NULL)
+			goto out;
+		dm_buf_printf(&sql, " %s %s", where ? "AND" : "WHERE", range);
+		free(range);
+		where = 1;
+	}
 	if (keys_path != NULL) {
 		if (keys_width != t.nkey) {
 			dm_err("--keys: the stream's keys have %zu column(s), the table's key %zu", keys_width, t.nkey);
@@ -711,7 +802,7 @@ main(int argc, char **argv)
 		}
 		if (keys_set(conn, &keys) < 0)
 			goto out;
-		dm_buf_printf(&sql, " %s (", since != NULL ? "AND" : "WHERE");
+		dm_buf_printf(&sql, " %s (", where ? "AND" : "WHERE");
 		for (size_t k = 0; k < t.nkey; k++) {
 			char *q = dmpg_ident(conn, t.cols[t.key[k]].name);
 			dm_buf_printf(&sql, "%s%s", k ? ", " : "", q);

@@ -21,7 +21,7 @@ dmmap_bad(const dmmap *m, int line, const char *fmt, ...)
 	return -1;
 }
 
-static char *
+char *
 dmmap_col_sql(PGconn *conn, const char *alias, const char *col)
 {
 	char *q = dmpg_ident(conn, col);
@@ -439,7 +439,7 @@ dmmap_source_sql(PGconn *src, const dmmap *m, const char *since_cond, int keyed)
 }
 
 char *
-dmmap_dest_sql(PGconn *dst, const dmmap *m, int keyed)
+dmmap_dest_sql(PGconn *dst, const dmmap *m, int keyed, const char *cond)
 {
 	dm_buf b = { 0 };
 	char *pk = dmmap_col_sql(dst, "t", m->dst.cols[m->pk_dst].name);
@@ -454,6 +454,8 @@ dmmap_dest_sql(PGconn *dst, const dmmap *m, int keyed)
 			free(c);
 		}
 		dm_buf_printf(&b, " FROM %s t WHERE %s IS NOT NULL", m->dst.qualified, l);
+		if (cond != NULL)
+			dm_buf_printf(&b, " AND %s", cond);
 		if (keyed)
 			dm_buf_printf(&b, " AND %s IN (SELECT (dm_keys.k->>0)::%s" DMMAP_KEYS_FROM ")",
 			    l, m->dst.cols[m->legacy_dst].type);
@@ -470,9 +472,12 @@ dmmap_dest_sql(PGconn *dst, const dmmap *m, int keyed)
 		/* rows without a ledger entry were made in the new system: never ours to touch */
 		dm_buf_printf(&b, " FROM %s t JOIN dm.ledger l ON l.entity = pg_catalog.current_setting('dm.entity')"
 		    " AND l.dest_key = (%s)::pg_catalog.text", m->dst.qualified, pk);
+		if (cond != NULL)
+			dm_buf_printf(&b, " WHERE %s", cond);
 		if (keyed)
-			dm_buf_puts(&b, " WHERE l.legacy_key IN (SELECT ARRAY("
-			    "SELECT pg_catalog.jsonb_array_elements_text(dm_keys.k))" DMMAP_KEYS_FROM ")");
+			dm_buf_printf(&b, " %s l.legacy_key IN (SELECT ARRAY(", cond != NULL ? "AND" : "WHERE");
+		if (keyed)
+			dm_buf_puts(&b, "SELECT pg_catalog.jsonb_array_elements_text(dm_keys.k))" DMMAP_KEYS_FROM ")");
 		dm_buf_puts(&b, " ORDER BY ");
 		for (size_t i = 0; i < m->nkey; i++)
 			dm_buf_printf(&b, "%sl.legacy_key[%zu] COLLATE pg_catalog.\"C\"", i ? ", " : "", i + 1);

@@ -53,6 +53,9 @@ typedef struct dmmap {
 int dmmap_build(PGconn *src, PGconn *dst, const dmspec *spec, const dmspec_entity *e, dmmap *m);
 void dmmap_free(dmmap *m);
 
+/* "alias"."col", the column quoted by libpq. Returns a new string. */
+char *dmmap_col_sql(PGconn *conn, const char *alias, const char *col);
+
 /*
  * The key set of dm-extract --keys travels in the transaction's setting
  * dm.keys as a JSON array of arrays of key texts, never in the SQL text;
@@ -67,7 +70,11 @@ void dmmap_free(dmmap *m);
  * own types so that their index serves. Returns a new string.
  */
 char *dmmap_source_sql(PGconn *src, const dmmap *m, const char *since_cond, int keyed);
-/* The SQL that reads the destination side, in the same shape; keyed as above. */
-char *dmmap_dest_sql(PGconn *dst, const dmmap *m, int keyed);
+/*
+ * The SQL that reads the destination side, in the same shape; keyed as above;
+ * cond (or NULL) a further condition, on alias t and, when the legacy key is
+ * no column of the table, on the ledger's alias l.
+ */
+char *dmmap_dest_sql(PGconn *dst, const dmmap *m, int keyed, const char *cond);
 
 #endif

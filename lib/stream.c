@@ -32,6 +32,8 @@ dms_header_free(dms_header *h)
 	free(h->keyclass);
 	free(h->since);
 	free(h->change_column);
+	free(h->key_from);
+	free(h->key_before);
 	dms_header_init(h);
 }
 
@@ -60,6 +62,9 @@ dms_header_copy(dms_header *dst, const dms_header *src)
 	memcpy(dst->key, src->key, src->nkey * sizeof *dst->key);
 	dst->since = dms_dup_or_null(src->since);
 	dst->change_column = dms_dup_or_null(src->change_column);
+	dst->ranged = src->ranged;
+	dst->key_from = dms_dup_or_null(src->key_from);
+	dst->key_before = dms_dup_or_null(src->key_before);
 	dms_header_classify(dst);
 }
 
@@ -299,6 +304,11 @@ dms_digest_header(XXH3_state_t *st, const dms_header *h, dm_buf *scratch)
 	}
 	dms_canon_cstr(scratch, h->since);
 	dms_canon_cstr(scratch, h->change_column);
+	if (h->ranged) {
+		dms_canon_cstr(scratch, "key_range");
+		dms_canon_cstr(scratch, h->key_from);
+		dms_canon_cstr(scratch, h->key_before);
+	}
 	XXH3_64bits_update(st, scratch->data, scratch->len);
 	scratch->len = 0;
 }
@@ -460,7 +470,7 @@ dms_writer_open(dms_writer *w, FILE *fp, const dms_header *h)
 	msgpack_packer_init(&w->pk, w, dms_out_cb);
 
 	msgpack_packer *pk = &w->pk;
-	msgpack_pack_map(pk, 9);
+	msgpack_pack_map(pk, h->ranged ? 10 : 9);
 	dms_pack_cstr(pk, "dm");
 	dms_pack_cstr(pk, "stream");
 	dms_pack_cstr(pk, "version");
@@ -486,6 +496,12 @@ dms_writer_open(dms_writer *w, FILE *fp, const dms_header *h)
 	dms_pack_cstr_or_nil(pk, h->since);
 	dms_pack_cstr(pk, "change_column");
 	dms_pack_cstr_or_nil(pk, h->change_column);
+	if (h->ranged) {
+		dms_pack_cstr(pk, "key_range");
+		msgpack_pack_array(pk, 2);
+		dms_pack_cstr_or_nil(pk, h->key_from);
+		dms_pack_cstr_or_nil(pk, h->key_before);
+	}
 	dms_digest_header(w->checksum, h, &w->canon);
 }
 
@@ -940,6 +956,12 @@ dms_parse_header(dms_reader *r, const msgpack_object *o)
 				h->key[c] = (size_t)kv->via.u64;
 			}
 			have_key = 1;
+		} else if (dms_key_is(k, "key_range")) {
+			if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size != 2 || h->ranged ||
+			    dms_get_str(&v->via.array.ptr[0], &h->key_from, 1) ||
+			    dms_get_str(&v->via.array.ptr[1], &h->key_before, 1))
+				goto bad;
+			h->ranged = 1;
 		}
 		/* Unknown keys are allowed: later minor additions must not break old readers. */
 	}

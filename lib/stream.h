@@ -42,6 +42,13 @@ typedef struct dms_header {
 	dms_keyclass *keyclass;	/* one per key column, derived from the type */
 	char *since;		/* --since used to read it, or NULL */
 	char *change_column;	/* or NULL */
+	/*
+	 * dm-extract --key-from/--key-before: the stream holds only the keys in
+	 * [key_from, key_before) of its first key column (NULL: open end). Written
+	 * as "key_range" only when ranged, so that other streams are unchanged.
+	 */
+	int ranged;
+	char *key_from, *key_before;
 } dms_header;
 
 /* The end of a stream: what a reader verified, what a writer will write. */

@@ -185,18 +185,26 @@ int
 dmload_apply_deletes(PGconn *conn, target *tgs, int ntg, int only_ready)
 {
 	dm_buf sql = { 0 };
-	const char *params[2 * MAX_TARGETS];
+	const char *params[3 * MAX_TARGETS];
 	uint64_t pending[MAX_TARGETS] = { 0 };
 	PGresult *fks[MAX_TARGETS] = { 0 };
 	int rc = -1;
 
 	for (int i = 0; i < ntg && (only_ready || !dmload.force); i++) {
-		const char *p[3] = { tgs[i].entity, dmload.run_id, only_ready ? "true" : "false" };
-		PGresult *pr = dmpg_exec_params(conn, "SELECT pg_catalog.count(*) FROM dm.pending_delete"
-		    " WHERE entity = $1 AND (CASE WHEN $3::pg_catalog.bool THEN ready ELSE run_id = $2 END)", 3, p);
+		const char *p[4] = { tgs[i].entity, dmload.run_id, only_ready ? "true" : "false", tgs[i].ledger_entity };
+		/*
+		 * The guard weighs the deletes of every key range of the entity (checkpoints
+		 * ENTITY#I/N), not this range's alone: a share of the table deleted range by
+		 * range is refused as it would be at once.
+		 */
+		PGresult *pr = dmpg_exec_params(conn, "SELECT pg_catalog.count(*) FILTER (WHERE entity = $1), pg_catalog.count(*)"
+		    " FROM dm.pending_delete"
+		    " WHERE (entity = $1 OR ($1 <> $4 AND pg_catalog.left(entity, pg_catalog.length($4) + 1) = $4 || '#'))"
+		    " AND (CASE WHEN $3::pg_catalog.bool THEN ready ELSE run_id = $2 END)", 4, p);
 		if (pr == NULL)
 			goto out;
 		pending[i] = dmload_u64(pr, 0, 0);
+		uint64_t weighed = dmload_u64(pr, 0, 1);
 		dmpg_clear(pr);
 		if (pending[i] == 0 || dmload.force)
 			continue;
@@ -207,11 +215,11 @@ dmload_apply_deletes(PGconn *conn, target *tgs, int ntg, int only_ready)
 			goto out;
 		uint64_t total = dmload_u64(pr, 0, 0);
 		dmpg_clear(pr);
-		if (pending[i] * 100 > total * dmload.max_delete_pct) {
+		if (weighed * 100 > total * dmload.max_delete_pct) {
 			const char *saved = dm_subject;
 			dm_subject = tgs[i].entity;
 			dm_err("refusing to delete %llu of %llu rows (more than %llu%%): check the source, or rerun with --force",
-			    (unsigned long long)pending[i], (unsigned long long)total, (unsigned long long)dmload.max_delete_pct);
+			    (unsigned long long)weighed, (unsigned long long)total, (unsigned long long)dmload.max_delete_pct);
 			dm_subject = saved;
 			goto out;
 		}
@@ -238,17 +246,23 @@ dmload_apply_deletes(PGconn *conn, target *tgs, int ntg, int only_ready)
 	}
 	dm_buf_puts(&sql, "WITH ");
 	for (int i = 0; i < ntg; i++) {
+		/* (a mapped target's ledger rows are its entity's, whatever its checkpoint is called) */
 		dm_buf_printf(&sql, "%sd%d AS (DELETE FROM %s AS t USING dm.pending_delete p%s"
-		    " WHERE p.entity = $%d AND (CASE WHEN %s THEN p.ready ELSE p.run_id = $%d END)%s RETURNING 1)",
+		    " WHERE p.entity = $%d AND (CASE WHEN %s THEN p.ready ELSE p.run_id = $%d END)%s",
 		    i ? ", " : "", i, tgs[i].t.qualified, tgs[i].mapped ? ", dm.ledger l" : "",
-		    2 * i + 1, only_ready ? "true" : "false", 2 * i + 2, tgs[i].key_join);
-		params[2 * i] = tgs[i].entity;
-		params[2 * i + 1] = dmload.run_id;
+		    3 * i + 1, only_ready ? "true" : "false", 3 * i + 2, tgs[i].key_join);
+		if (tgs[i].mapped)
+			dm_buf_printf(&sql, " AND l.entity = $%d RETURNING 1)", 3 * i + 3);
+		else
+			dm_buf_printf(&sql, " AND $%d::pg_catalog.text IS NULL RETURNING 1)", 3 * i + 3);
+		params[3 * i] = tgs[i].entity;
+		params[3 * i + 1] = dmload.run_id;
+		params[3 * i + 2] = tgs[i].mapped ? tgs[i].ledger_entity : NULL;
 	}
 	dm_buf_puts(&sql, " SELECT ");
 	for (int i = 0; i < ntg; i++)
 		dm_buf_printf(&sql, "%s(SELECT pg_catalog.count(*) FROM d%d)", i ? ", " : "", i);
-	PGresult *res = dmpg_exec_params(conn, dm_buf_cstr(&sql), 2 * ntg, params);
+	PGresult *res = dmpg_exec_params(conn, dm_buf_cstr(&sql), 3 * ntg, params);
 	if (res == NULL)
 		goto out;
 	for (int i = 0; i < ntg; i++)
@@ -257,10 +271,10 @@ dmload_apply_deletes(PGconn *conn, target *tgs, int ntg, int only_ready)
 	if (fk_restore(conn, tgs, ntg, fks) < 0)
 		goto out;
 	for (int i = 0; i < ntg; i++) {
-		const char *p[3] = { tgs[i].entity, dmload.run_id, only_ready ? "true" : "false" };
+		const char *p[4] = { tgs[i].entity, dmload.run_id, only_ready ? "true" : "false", tgs[i].ledger_entity };
 		if (tgs[i].mapped && dmpg_run_params(conn, "DELETE FROM dm.ledger l USING dm.pending_delete p"
 		    " WHERE p.entity = $1 AND (CASE WHEN $3::pg_catalog.bool THEN p.ready ELSE p.run_id = $2 END) AND p.via_ledger"
-		    " AND l.entity = p.entity AND l.legacy_key = p.key", 3, p) < 0)
+		    " AND l.entity = $4 AND l.legacy_key = p.key", 4, p) < 0)
 			goto out;
 		if (dmpg_run_params(conn, "DELETE FROM dm.pending_delete WHERE entity = $1"
 		    " AND (CASE WHEN $3::pg_catalog.bool THEN ready ELSE run_id = $2 END)", 3, p) < 0)

@@ -26,7 +26,7 @@
 
 static const char usage_text[] =
     "usage: dm-load (--db CONNINFO | --db-env VAR) --table SCHEMA.TABLE [--entity NAME]\n"
-    "               [--batch-rows N] [--dry-run] [--defer-deletes] [--run-id ID] [-q] [-v] [FILE]\n"
+    "               [--checkpoint NAME] [--batch-rows N] [--dry-run] [--defer-deletes] [--run-id ID] [-q] [-v] [FILE]\n"
     "       dm-load (--db CONNINFO | --db-env VAR) --table T1 --table T2 ... FILE1 FILE2 ...\n"
     "       dm-load (--db CONNINFO | --db-env VAR) --table T [--table T2 ...] --apply-deletes\n"
     "       dm-load (--db CONNINFO | --db-env VAR) --follow SLOT --lsn LSN [--commit-time TS]\n"
@@ -42,6 +42,9 @@ static const char usage_text[] =
     "  --table T          destination table; the stream must be for the same table\n"
     "  --entity NAME      entity name for the checkpoint (default: the stream's);\n"
     "                     one per --table when there are several\n"
+    "  --checkpoint NAME  one --table only: the name of the checkpoint, lease, run\n"
+    "                     record and parked deletes (default: the entity); a range\n"
+    "                     of the entity's keys (dm-migrate --partition) has its own\n"
     "  --batch-rows N     rows per transaction (default 50000; 0: all in one)\n"
     "  --dry-run          compute the counts, roll everything back\n"
     "  --defer-deletes    park deletes in dm.pending_delete for --apply-deletes\n"
@@ -488,7 +491,7 @@ apply_parked(PGconn *conn, target *tgs, int ntg)
 int
 main(int argc, char **argv)
 {
-	const char *db = NULL, *db_env = NULL, *entity_opt = NULL;
+	const char *db = NULL, *db_env = NULL, *entity_opt = NULL, *checkpoint_opt = NULL;
 	const char *entity_opts[MAX_TARGETS];
 	int nentity = 0;
 	uint64_t batch_rows = 50000;
@@ -503,7 +506,7 @@ main(int argc, char **argv)
 	if (argc > 1)
 		dm_std_option(argv[1], usage_text);
 	enum { O_DB = 256, O_DBENV, O_TABLE, O_ENTITY, O_BATCH, O_DRY, O_DEFER, O_APPLY, O_RUNID,
-		O_FORCE, O_MAXDEL, O_REJECTS, O_MAXREJ, O_WAIT, O_NOTRIG, O_NOBULK, O_FOLLOW, O_LSN, O_CTIME, O_FROM };
+		O_FORCE, O_MAXDEL, O_REJECTS, O_MAXREJ, O_WAIT, O_NOTRIG, O_NOBULK, O_FOLLOW, O_LSN, O_CTIME, O_FROM, O_CKPT };
 	uint64_t wait_seconds = 10;
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, O_DB },
@@ -526,6 +529,7 @@ main(int argc, char **argv)
 		{ "lsn", required_argument, NULL, O_LSN },
 		{ "commit-time", required_argument, NULL, O_CTIME },
 		{ "from", required_argument, NULL, O_FROM },
+		{ "checkpoint", required_argument, NULL, O_CKPT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -566,6 +570,7 @@ main(int argc, char **argv)
 		case O_LSN: dmload.follow_lsn = optarg; break;
 		case O_CTIME: dmload.follow_commit_time = optarg; break;
 		case O_FROM: dmload.follow_from = optarg; break;
+		case O_CKPT: checkpoint_opt = optarg; break;
 		case O_REJECTS: dmload.rejects_path = optarg; break;
 		case O_MAXDEL:
 		case O_MAXREJ:
@@ -614,6 +619,8 @@ main(int argc, char **argv)
 			return DM_EXIT_USAGE;
 		}
 	}
+	if (checkpoint_opt != NULL && (ntg != 1 || dmload.follow_slot != NULL || *checkpoint_opt == '\0'))
+		usage();
 	if (nentity != 0 && nentity != ntg) {
 		dm_err("give one --entity per --table, in the same order");
 		return DM_EXIT_USAGE;
@@ -694,6 +701,11 @@ main(int argc, char **argv)
 			goto out;
 		if (apply_only)
 			tg->entity = dm_xstrdup(nentity ? entity_opts[i] : tg->table_arg);
+		tg->ledger_entity = dm_xstrdup(tg->entity);
+		if (checkpoint_opt != NULL) {
+			free(tg->entity);
+			tg->entity = dm_xstrdup(checkpoint_opt);
+		}
 		int p = dmload_target_prepare(conn, tg, i, !apply_only);
 		if (p == -2)
 			rc = DM_EXIT_STREAM;

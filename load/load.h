@@ -37,7 +37,8 @@
 
 typedef struct target {
 	const char *table_arg;
-	char *entity;
+	char *entity;		/* the name of its checkpoint, lease, dm.run and parked deletes */
+	char *ledger_entity;	/* the entity its dm.ledger rows belong to (--checkpoint: not the same) */
 	const char *path;
 	FILE *fp;
 	dms_reader r;

@@ -170,7 +170,7 @@ dmload_apply_upserts(PGconn *conn, target *tgs, int ntg)
 	}
 	dmpg_clear(res);
 	for (int i = 0; i < ntg; i++) {
-		const char *p[1] = { tgs[i].entity };
+		const char *p[1] = { tgs[i].ledger_entity };
 		if (tgs[i].ledger_sql != NULL && dmpg_run_params(conn, tgs[i].ledger_sql, 1, p) < 0)
 			goto out;
 	}

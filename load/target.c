@@ -75,7 +75,7 @@ dmload_use_ledger_join(PGconn *conn, target *tg)
 
 	tg->mapped = 1;
 	free(tg->key_join);
-	tg->key_join = dm_xasprintf(" AND p.via_ledger AND l.entity = p.entity AND l.legacy_key = p.key"
+	tg->key_join = dm_xasprintf(" AND p.via_ledger AND l.legacy_key = p.key"
 	    " AND t.%s = (l.dest_key)::%s", pk, tg->t.cols[tg->t.key[0]].type);
 	free(pk);
 }
@@ -251,6 +251,7 @@ dmload_target_free(target *tg)
 		fclose(tg->fp);
 	dmpg_table_free(&tg->t);
 	free(tg->entity);
+	free(tg->ledger_entity);
 	free(tg->stage);
 	free(tg->create_stage_sql);
 	free(tg->copy_sql);

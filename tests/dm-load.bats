@@ -122,6 +122,9 @@ setup() {
     run -2 dm-load --db-env DST
     run -2 dm-load --db-env DST --table public.big --batch-rows x
     run -2 dm-load --db-env DST --table public.big a b
+    # one checkpoint name, for one table
+    run -2 dm-load --db-env DST --table public.big --table public.other --checkpoint 'public.big#0/2' a b
+    run -2 dm-load --db-env DST --table public.big --checkpoint ''
 }
 
 @test "a full load, then the same stream again rewrites no row" {

@@ -320,6 +320,76 @@ SQL
     [[ "$(dm_psql conc_dst "SELECT count(*) FROM dm.lease")" == 0 ]]
 }
 
+# ---------------------------------------------------------------- key ranges
+
+@test "usage: --partition I/N names one entity, for run only" {
+    run -2 dm-migrate --partition 1/4 run
+    assert_output --partial "name the one entity to split"
+    run -2 dm-migrate --partition 4/4 run public.rental
+    run -2 dm-migrate --partition 0/0 run public.rental
+    run -2 dm-migrate --partition x run public.rental
+    run -2 dm-migrate --partition 0/2 plan public.rental
+    assert_output --partial "--partition is for run"
+    run -2 dm-migrate --split-rows 10 run
+}
+
+@test "run --partition I/N: each range by a run of its own, at once (pods of an Indexed Job); a delete lands with its range only" {
+    big_pair part 30000
+    local k pids=()
+    # three runs at once, as three pods given JOB_COMPLETION_INDEX 0, 1, 2 would
+    for k in 0 1 2; do
+        dm-migrate -q --partition "$k/3" run public.big 2>"$BATS_TEST_TMPDIR/part$k.err" &
+        pids+=($!)
+    done
+    for k in 0 1 2; do
+        wait "${pids[k]}" || { cat "$BATS_TEST_TMPDIR/part$k.err" >&2; fail "range $k/3 failed"; }
+    done
+    dm_tables_equal part_src part_dst public.big
+    run -0 dm-ckpt --db-env DM_DEST list
+    assert_line --regexp '^public\.big#0/3	'
+    assert_line --regexp '^public\.big#2/3	'
+    refute_line --regexp '^public\.big	'
+    # the ranges, from dm.partition: one row of each
+    bounds=$(dm_psql part_dst "SELECT key_before FROM dm.partition WHERE entity = 'public.big' ORDER BY part")
+    b0=$(sed -n 1p <<<"$bounds") b1=$(sed -n 2p <<<"$bounds")
+    ((b0 > 1000 && b1 > b0 && b1 < 30000)) || fail "bounds $b0 $b1"
+    dm_psql part_src "DELETE FROM public.big WHERE id IN (1, $b0, 30000)" \
+        "UPDATE public.big SET payload = 'changed', updated_at = now() WHERE id IN (2, $((b0 + 1)), 29999)"
+    run -0 dm-migrate --log-format text --partition 1/3 --delete --force run public.big
+    assert_output --partial "public.big#1/3: full: insert=0 update=1 delete=1 (deferred)"
+    assert_equal "$(dm_psql part_dst "SELECT count(*) FROM public.big WHERE id IN (1, $b0, 30000)")" 2
+    assert_equal "$(dm_psql part_dst "SELECT string_agg(id::text, ',' ORDER BY id) FROM public.big WHERE payload = 'changed'")" "$((b0 + 1))"
+    # a run without --partition runs every range of it, each from its own checkpoint
+    run -0 dm-migrate --log-format text run public.big
+    assert_output --partial "public.big#0/3: incremental: insert=0 update=1"
+    assert_output --partial "public.big#2/3: incremental: insert=0 update=1"
+    run -0 dm-migrate --delete --force run public.big
+    dm_tables_equal part_src part_dst public.big
+    run -1 dm-migrate --partition 0/2 run public.big
+    assert_output --partial "split into 3 ranges already, not 2"
+}
+
+@test "run --split-rows: a big table is split once its destination holds rows; its ranges start from the whole table's checkpoint" {
+    (($(nproc) >= 2)) || skip "one processor: dm-migrate splits nothing"
+    big_pair auto 20000
+    run -0 dm-migrate --log-format text --split-rows 18000 run
+    assert_output --partial "public.big: full: insert=20000"
+    dm_psql auto_dst "ANALYZE public.big"
+    dm_psql auto_src "UPDATE public.big SET payload = 'changed', updated_at = now() WHERE id IN (7, 19999)"
+    run -0 dm-migrate --log-format text --split-rows 18000 run
+    assert_output --partial 'public.big#0/2: incremental: insert=0 update=1 '
+    dm_all_tables_equal auto_src auto_dst
+    parts=$(dm_psql auto_dst "SELECT max(parts) FROM dm.partition WHERE entity = 'public.big'")
+    # 20000 rows by 18000: 2 ranges (at most one per processor: this test needs 2)
+    assert_equal "$parts" 2
+    # the other tables are too small to split (rental has 16044 rows)
+    assert_equal "$(dm_psql auto_dst "SELECT count(DISTINCT entity) FROM dm.partition")" 1
+    # later runs keep the ranges whatever --split-rows says
+    run -0 dm-migrate --log-format text --delete run
+    assert_output --partial "public.big#1/$parts: full:"
+    dm_all_tables_equal auto_src auto_dst
+}
+
 # ---------------------------------------------------------------- verify
 
 @test "verify: exit 0 when equal, 4 after an edit in the destination, naming the entity" {

@@ -282,3 +282,33 @@ migrate_keys() {
     done
     spec_expect_equal sp_src_k sp_dst shop client visit
 }
+
+@test "key ranges through the mapping: by legacy column and by ledger, each range's updates and deletes its own" {
+    # a source of its own: the other tests change sp_src
+    dm_createdb sp_src_r
+    dm_load_sql sp_src_r "$DM_FIXTURES/spec/legacy.sql"
+    dm_psql sp_src_r "ANALYZE"
+    dm_use sp_src_r sp_dst
+    run -0 dm-migrate -q -c "$SPEC" run
+    run -0 --separate-stderr dm-entities -c "$SPEC" --source-env DM_SOURCE --dest-env DM_DEST --split 3 client
+    assert_equal "$(grep -c '^range	client	' <<<"$output")" 3
+    run -0 --separate-stderr dm-entities -c "$SPEC" --source-env DM_SOURCE --dest-env DM_DEST --split 2 shop
+    run -1 dm-entities -c "$SPEC" --source-env DM_SOURCE --dest-env DM_DEST --split 2 visit
+    assert_output --partial "its source is a query"
+    # client: legacy keys in the ledger; shop: in a column. A change in each range.
+    dm_psql sp_src_r "UPDATE public.client SET first = 'Again' WHERE client_id IN (5, 150, 290)" \
+        "DELETE FROM public.visit WHERE client_id IN (12, 140, 280)" \
+        "DELETE FROM public.client WHERE client_id IN (12, 140, 280)" \
+        "UPDATE public.shop SET name = 'Second' WHERE shop_id = 2" "DELETE FROM public.shop WHERE shop_id = 10"
+    run -0 dm-migrate --log-format text -c "$SPEC" --delete --force run
+    for k in 0 1 2; do
+        assert_output --partial "client#$k/3: full: insert=0 update=1 delete=1 (deferred)"
+    done
+    assert_output --regexp 'shop#[01]/2: full: insert=0 update=1 '
+    assert_output --regexp 'shop#[01]/2: full: insert=0 update=[01] delete=1 '
+    spec_expect_equal sp_src_r sp_dst shop client visit
+    run -0 dm-migrate -q -c "$SPEC" verify
+    # the ledger lost exactly the deleted clients' entries; the native rows are untouched
+    assert_equal "$(dm_psql sp_dst "SELECT count(*) FROM dm.ledger WHERE entity = 'client'")" 296
+    assert_equal "$(dm_psql sp_dst "SELECT count(*) FROM public.shops WHERE title = 'native shop'")" 1
+}
