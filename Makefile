@@ -145,6 +145,7 @@ demo-copy: all
 bench: all
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench $(if $(SCALE),--scale $(SCALE)) $(BENCH_ARGS)
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench-driver
+	@scripts/bench-upsert
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench-serve
 	@scripts/bench-follow $(BENCH_FOLLOW_ARGS)
 
@@ -156,6 +157,10 @@ bench-follow: all
 # (scripts/bench-driver).
 bench-driver: all
 	@PATH="$(CURDIR)/bin:$$PATH" scripts/bench-driver $(BENCH_DRIVER_ARGS)
+
+# Applying a batch of changes: dm-load's upsert against MERGE and the others (scripts/bench-upsert).
+bench-upsert:
+	@scripts/bench-upsert $(BENCH_UPSERT_ARGS)
 
 # dm-serve alone under load during a run: p99 latency and RSS (scripts/bench-serve).
 bench-serve: all
@@ -182,7 +187,7 @@ clean:
 openapi:
 	python3 scripts/openapi.py >docs/openapi.json.tmp && mv docs/openapi.json.tmp docs/openapi.json
 
-.PHONY: all deps check unit image image-test demo demo-copy serve bench bench-driver bench-serve bench-follow faults install lint-man clean openapi FORCE
+.PHONY: all deps check unit image image-test demo demo-copy serve bench bench-driver bench-upsert bench-serve bench-follow faults install lint-man clean openapi FORCE
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # Fuzzing (clang's libFuzzer): `make fuzz FUZZ_SECONDS=600`; `make fuzz-smoke` runs in check.
