@@ -249,6 +249,28 @@ drop_stale_pending(PGconn *conn, target *tgs, int ntg)
 static int
 load_batched(PGconn *conn, target *tg, uint64_t batch_rows)
 {
+	/*
+	 * A stream without a row (an incremental read with nothing new, a
+	 * comparison without a difference) needs one short transaction, for the
+	 * checkpoint and the run's record: no staging table, no trigger switched
+	 * off and on, so no lock on the table. Otherwise the first message read
+	 * here is the first the staging takes.
+	 */
+	int first = dms_reader_next(&tg->r);
+	if (first < 0)
+		return DM_EXIT_STREAM;
+	if (first == 0) {
+		if (dmload_begin(conn) < 0)
+			return DM_EXIT_FAIL;
+		if (dmstate_lease_renew(conn, tg->entity, dmload.lease_owner, dmload.lease_seconds) < 0)
+			return DM_EXIT_LOCKED;
+		tg->staged_rows = 0;
+		if (dmload_record_progress(conn, tg, 0) < 0 || dmload_finish_stream(conn, tg, 1) < 0 || dmload_end(conn) < 0)
+			return DM_EXIT_FAIL;
+		tg->batches++;
+		return DM_EXIT_OK;
+	}
+	tg->peeked = first;
 	for (;;) {
 		if (dmload_begin(conn) < 0)
 			return DM_EXIT_FAIL;

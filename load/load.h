@@ -55,6 +55,7 @@ typedef struct target {
 	dm_buf copybuf;
 	dm_buf lastkey;
 	int mapped;		/* keyed by a legacy key (spec entity): the ledger finds its rows */
+	int peeked;		/* dms_reader_next's answer for a message read ahead (its row still in r), or 0 */
 	int direct;		/* the table was empty: COPY straight into it, no staging, no upsert */
 	char *direct_copy_sql;
 	char *ledger_sql;

@@ -64,7 +64,12 @@ dmload_stage_rows(PGconn *conn, target *tg, uint64_t max_rows)
 	 * vouched for.
 	 */
 	for (;;) {
-		got = dms_reader_next(&tg->r);
+		if (tg->peeked != 0) {
+			got = tg->peeked;
+			tg->peeked = 0;
+		} else {
+			got = dms_reader_next(&tg->r);
+		}
 		if (got == 2) {
 			if (max_rows != 0 && n >= max_rows) {
 				got = 1;

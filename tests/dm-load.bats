@@ -162,6 +162,32 @@ setup() {
     [ "$(dm_psql l_dst "SELECT count(*) - count(DISTINCT id) FROM public.big")" = 0 ]
 }
 
+@test "a stream without a row records its checkpoint and run, and takes no lock on the table" {
+    run -0 dm-load -q --db-env DST --table public.slow --disable-triggers "$DIR/slow.rows"
+    # nothing changed: dm-diff sends a changes stream without a row
+    dm-diff -q "$DIR/slow.rows" "$DIR/slow.rows" >"$BATS_TEST_TMPDIR/none.changes"
+    # a long transaction holds the table against writers and DDL (ALTER TABLE ... DISABLE
+    # TRIGGER would wait for it); an empty load must not need it
+    local held=$BATS_TEST_TMPDIR/held holder
+    dm_psql l_dst "SELECT 1" >/dev/null
+    { echo "BEGIN; LOCK TABLE public.slow IN EXCLUSIVE MODE; SELECT 'locked';"; sleep 30; echo "COMMIT;"; } |
+        "$DM_PSQL" -X -qAt -d "$DST" >"$held" 2>&1 &
+    holder=$!
+    for _ in $(seq 100); do [[ -s "$held" ]] && break; sleep 0.1; done
+    run -0 cat "$held"
+    assert_output locked
+    run -0 timeout 10 dm-load --db-env DST --table public.slow --disable-triggers --run-id empty-run \
+        "$BATS_TEST_TMPDIR/none.changes"
+    assert_output "dm-load: public.slow: insert=0 update=0 delete=0 unchanged=0"
+    kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
+    run -0 dm-ckpt --db-env DST show public.slow
+    assert_line "complete=true"
+    assert_line "run_id=empty-run"
+    assert_equal "$(dm_psql l_dst "SELECT outcome FROM dm.run WHERE run_id = 'empty-run'")" ok
+    # and nothing of the table changed
+    dm_tables_equal l_src l_dst public.slow
+}
+
 @test "a truncated change stream exits 3 and deletes nothing" {
     dm-load -q --db-env DST --table public.big "$DIR/big.rows"
     dm_psql l_src "DELETE FROM public.big WHERE id > 199000"
