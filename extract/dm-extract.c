@@ -367,6 +367,7 @@ extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, 
 	char *sql = NULL, *cond = NULL, *range = NULL;
 	int *is_bin = NULL;
 	struct uuid_fix fix = { 0 };
+	const char *range_col = NULL, *range_type = NULL;	/* --key-from/--key-before: the legacy key's first column */
 
 	dms_header_init(&h);
 	if (e == NULL) {
@@ -391,6 +392,11 @@ extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, 
 	}
 	if (keys != NULL && keys_set(conn, keys) < 0)
 		goto out;
+	if (key_from != NULL || key_before != NULL) {
+		/* compared in the source's type on both sides */
+		range_col = m.key_names[0] + strlen(DMMAP_LEGACY_PREFIX);
+		range_type = m.src.cols[dmpg_table_column(&m.src, range_col)].type;
+	}
 	h.kind = hashes ? DMS_HASHES : DMS_ROWS;
 	h.entity = dm_xstrdup(e->name);
 	h.table = dm_xstrdup(e->target);
@@ -438,10 +444,9 @@ extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, 
 			    dm_xasprintf("s.%s >= pg_catalog.current_setting('dm.since')::%s", q, cc->type);
 			free(q);
 		}
-		if (key_from != NULL || key_before != NULL) {
-			const char *kn = m.key_names[0] + strlen(DMMAP_LEGACY_PREFIX);
-			char *kq = dmmap_col_sql(conn, "s", kn);
-			range = range_cond(conn, kq, m.src.cols[dmpg_table_column(&m.src, kn)].type, key_from, key_before);
+		if (range_col != NULL) {
+			char *kq = dmmap_col_sql(conn, "s", range_col);
+			range = range_cond(conn, kq, range_type, key_from, key_before);
 			free(kq);
 			if (range == NULL)
 				goto out;
@@ -473,19 +478,17 @@ extract_mapped(PGconn *conn, PGconn *other, const dmspec *sp, const char *name, 
 		dmpg_clear(res);
 		if (res == NULL)
 			goto out;
-		if (key_from != NULL || key_before != NULL) {
-			/* compared in the source's key type, as the source side is */
-			const char *kn = m.key_names[0] + strlen(DMMAP_LEGACY_PREFIX);
-			const char *type = m.src.cols[dmpg_table_column(&m.src, kn)].type;
+		if (range_col != NULL) {
+			/* the legacy key column, or the ledger's, cast to the source's type */
 			char *expr;
 			if (m.legacy_dst >= 0) {
 				char *l = dmmap_col_sql(conn, "t", m.dst.cols[m.legacy_dst].name);
-				expr = dm_xasprintf("(%s)::%s", l, type);
+				expr = dm_xasprintf("(%s)::%s", l, range_type);
 				free(l);
 			} else {
-				expr = dm_xasprintf("(l.legacy_key[1])::%s", type);
+				expr = dm_xasprintf("(l.legacy_key[1])::%s", range_type);
 			}
-			range = range_cond(conn, expr, type, key_from, key_before);
+			range = range_cond(conn, expr, range_type, key_from, key_before);
 			free(expr);
 			if (range == NULL)
 				goto out;

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Advisory lock class of dm.partition (dm.lease's DDL uses 7132475 alone). */
+/* Advisory lock class of dm.partition (dmstate_ensure's DDL lock is the single key 7132475). */
 #define SPLIT_LOCK_CLASS "7132476"
 
 /* A number the catalog printed (a part, a count): -1 if it is none. */

@@ -475,9 +475,9 @@ dmmap_dest_sql(PGconn *dst, const dmmap *m, int keyed, const char *cond)
 		if (cond != NULL)
 			dm_buf_printf(&b, " WHERE %s", cond);
 		if (keyed)
-			dm_buf_printf(&b, " %s l.legacy_key IN (SELECT ARRAY(", cond != NULL ? "AND" : "WHERE");
-		if (keyed)
-			dm_buf_puts(&b, "SELECT pg_catalog.jsonb_array_elements_text(dm_keys.k))" DMMAP_KEYS_FROM ")");
+			dm_buf_printf(&b, " %s l.legacy_key IN (SELECT ARRAY("
+			    "SELECT pg_catalog.jsonb_array_elements_text(dm_keys.k))" DMMAP_KEYS_FROM ")",
+			    cond != NULL ? "AND" : "WHERE");
 		dm_buf_puts(&b, " ORDER BY ");
 		for (size_t i = 0; i < m->nkey; i++)
 			dm_buf_printf(&b, "%sl.legacy_key[%zu] COLLATE pg_catalog.\"C\"", i ? ", " : "", i + 1);
